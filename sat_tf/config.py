@@ -1,0 +1,170 @@
+"""Configuration dataclasses for sat_tf.
+
+Every artifact (work dir, checkpoint, export) gets a `config.json` written beside it with `save_config`, so a
+checkpoint can rebuild its own model (nanoGPT keeps `model_args` with the weights for the same reason).
+Defaults are the paper's values (Xu et al. 2015, arXiv:1502.03044, and the authors' arctic-captions code where
+the paper is silent); named presets are plain functions at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Literal
+
+ATTENTION_KINDS = ("soft", "hard")
+GATE_KINDS = ("scalar", "channel", "none")
+HARD_INFERENCE_KINDS = ("expected", "argmax", "sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and switches of the captioning model (paper sections 3 and 4).
+
+    Args:
+        vocab_size: int. V, number of output tokens including the special tokens.
+        feature_dim: int. D, depth of one annotation vector a_i (512 for VGG-19 conv5_4).
+        embedding_dim: int. E, word embedding size (paper code: 512).
+        units: int. H, LSTM size (paper code: 1800 for COCO, 1000 typical for Flickr).
+        attention_dim: int. Hidden size of the f_att MLP.
+        attention: str. "soft" (deterministic, sec. 4.2) or "hard" (stochastic, sec. 4.1).
+        gate: str. Gating scalar beta_t = sigmoid(f_beta(h_{t-1})) (sec. 4.2.1): "scalar" as the paper,
+            "channel" for one gate per feature channel, "none" to switch it off.
+        dropout: float. Dropout rate on h_t and on the deep-output pre-activation (paper code: 0.5).
+        alpha_regularization: float. lambda of the doubly stochastic penalty (eq. 14; paper code: 1.0).
+        reinforce_weight: float. lambda_r of the REINFORCE term (eq. 12).
+        entropy_weight: float. lambda_e of the entropy bonus (paper code: 0.002).
+        baseline_decay: float. b <- decay * b + (1 - decay) * log p(y|s,a) (paper: 0.9).
+        expected_context_prob: float. Probability that a training minibatch uses the expected (soft) context
+            instead of a sampled location (paper sec. 4.1: 0.5). Drawn once per minibatch, as the authors' code did.
+        hard_inference: str. How hard attention picks z_t when not training: "expected" (the soft context, what the
+            authors evaluated with), "argmax" (the most likely location) or "sample".
+        pad_id, start_id, end_id: int. Special token ids shared with the vocabulary file.
+    """
+
+    vocab_size: int = 10000
+    feature_dim: int = 512
+    embedding_dim: int = 512
+    units: int = 512
+    attention_dim: int = 512
+    attention: Literal["soft", "hard"] = "soft"
+    gate: Literal["scalar", "channel", "none"] = "scalar"
+    dropout: float = 0.5
+    alpha_regularization: float = 1.0
+    reinforce_weight: float = 1.0
+    entropy_weight: float = 0.002
+    baseline_decay: float = 0.9
+    expected_context_prob: float = 0.5
+    hard_inference: Literal["expected", "argmax", "sample"] = "expected"
+    pad_id: int = 0
+    start_id: int = 1
+    end_id: int = 2
+
+    def __post_init__(self):
+        _check_choice("attention", self.attention, ATTENTION_KINDS)
+        _check_choice("gate", self.gate, GATE_KINDS)
+        _check_choice("hard_inference", self.hard_inference, HARD_INFERENCE_KINDS)
+        for name in ("vocab_size", "feature_dim", "embedding_dim", "units", "attention_dim"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("dropout", "baseline_decay", "expected_context_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"ModelConfig.{name} must lie in [0, 1], got {value!r}")
+        if len({self.pad_id, self.start_id, self.end_id}) != 3:
+            raise ValueError("ModelConfig.pad_id, start_id and end_id must be three different ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to optimise a ModelConfig.
+
+    Args:
+        batch_size: int. Captions per minibatch (global batch under a distribution strategy).
+        epochs: int. Passes over the training captions.
+        learning_rate: float. Adam step size (the paper used RMSProp for Flickr8k and Adam for COCO).
+        clip_norm: float. Global gradient-norm clip; 0 switches it off.
+        jit_compile: bool. Compile the train step with XLA.
+        mixed_precision: bool. bfloat16 compute with float32 master weights, softmax and loss.
+        seed: int. Seed of every random draw (initialisers, dropout, sampling, shuffling).
+        max_length: int. Longest caption, in tokens without start/end, used at decoding time.
+        beam_size: int. Beam width for evaluation and captioning.
+    """
+
+    batch_size: int = 64
+    epochs: int = 10
+    learning_rate: float = 4e-4
+    clip_norm: float = 5.0
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    seed: int = 0
+    max_length: int = 20
+    beam_size: int = 3
+
+    def __post_init__(self):
+        for name in ("batch_size", "epochs", "max_length", "beam_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate!r}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"ModelConfig.{name} must be one of {choices}, got {value!r}")
+
+
+def config_from_dict(cls, values: dict[str, Any]):
+    """Builds dataclass `cls` from a dict, refusing unknown keys (a typo must not be silently ignored)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(known)}")
+    return cls(**values)
+
+
+def save_config(path: str, **configs) -> None:
+    """Writes `{"model": {...}, "train": {...}, ...}` as JSON, atomically (temporary name, then rename)."""
+    payload = {name: dataclasses.asdict(cfg) for name, cfg in configs.items()}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Reads a config.json written by `save_config`; returns the ModelConfig/TrainConfig it holds."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no config.json at {path}: is this a sat_tf work dir, checkpoint or export?")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    out: dict[str, Any] = dict(payload)
+    if "model" in payload:
+        out["model"] = config_from_dict(ModelConfig, payload["model"])
+    if "train" in payload:
+        out["train"] = config_from_dict(TrainConfig, payload["train"])
+    return out
+
+
+# Presets ---------------------------------------------------------------------------------------------------
+
+
+def paper_coco(vocab_size: int = 10000) -> ModelConfig:
+    """The authors' COCO setting: VGG-19 conv5_4 (14x14x512), E=512, H=1800, attention 512."""
+    return ModelConfig(vocab_size=vocab_size, feature_dim=512, embedding_dim=512, units=1800, attention_dim=512)
+
+
+def paper_flickr8k(vocab_size: int = 10000) -> ModelConfig:
+    """Flickr8k: the same architecture with a smaller LSTM (H=1000)."""
+    return ModelConfig(vocab_size=vocab_size, feature_dim=512, embedding_dim=512, units=1000, attention_dim=512)
+
+
+def smoke(vocab_size: int = 50, feature_dim: int = 8) -> ModelConfig:
+    """A tiny model for tests and CI smoke runs."""
+    return ModelConfig(vocab_size=vocab_size, feature_dim=feature_dim, embedding_dim=16, units=32, attention_dim=16,
+                       dropout=0.0)

