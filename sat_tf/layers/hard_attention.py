@@ -15,7 +15,7 @@ from keras import ops
 
 from sat_tf.layers.soft_attention import SoftAttention
 
-MODES = ("sample", "expected", "argmax")
+MODES = ("sample", "expected", "argmax")  # inference modes; `select` also takes "given" (a forced location)
 
 
 @keras.saving.register_keras_serializable(package="sat_tf")
@@ -53,16 +53,18 @@ class HardAttention(SoftAttention):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def select(self, annotations, context, scores, mode: str, seed, use_expected=None):
+    def select(self, annotations, context, scores, mode: str, seed=None, use_expected=None, location=None):
         """Turns one step's soft attention into the hard-attention context.
 
         Args:
             annotations: (B, L, D).
             context: (B, D), the expected context sum_i alpha_i a_i.
             scores: (B, L), the unnormalised attention logits e_t.
-            mode: "sample", "expected" or "argmax" (Python string, fixed at trace time).
+            mode: "sample", "expected", "argmax" or "given" (Python string, fixed at trace time).
             seed: int32 (2,) stateless seed, used when mode == "sample".
             use_expected: optional bool scalar tensor; True replaces the sampled context with `context`.
+            location: (B,) int32, used when mode == "given": score and attend this location (tests enumerate
+                the lower bound exactly with it).
 
         Returns:
             (context (B, D), location (B,) int32, log_prob (B,), entropy (B,)).
@@ -70,6 +72,8 @@ class HardAttention(SoftAttention):
         distribution = tfp.distributions.Categorical(logits=scores)
         if mode == "sample":
             location = distribution.sample(seed=seed)  # (B,)
+        elif mode == "given":
+            pass
         else:
             location = ops.argmax(scores, axis=-1)  # (B,)
         location = ops.cast(location, "int32")

@@ -1,0 +1,178 @@
+"""Batched greedy and beam search over any step function.
+
+B images are decoded with K beams each as one (B*K)-row batch: there is no Python loop over images, and the
+loop over time is a `tf.while_loop`, so the same code runs eagerly, inside `tf.function` and inside an exported
+SavedModel. Per-step records (attention maps, hard-attention locations) are kept in fixed-shape buffers and
+reordered with their beams, so each final hypothesis carries the attention maps that produced it.
+
+Shapes: B batch, K beams, N = B*K rows, V vocabulary, S max length, R a record's own trailing shape.
+
+The step function has the signature
+    step_fn(tokens (N,) int32, state (nested (N, ...)), t int32 scalar) -> (log_probs (N, V), state, records)
+where `records` is a dict of (N, *R) tensors to keep per step (it may be empty).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+
+NEG_INF = -1e9  # finite, so that 0 * NEG_INF never makes a NaN
+
+
+def tile_beams(x, beam_size: int):
+    """Repeats each example K times consecutively: (B, ...) -> (B*K, ...), row b*K + k is beam k of image b."""
+    return tf.repeat(x, beam_size, axis=0)
+
+
+def _flat_parent(parent, beam_size: int):
+    """(B, K) parent beam index -> (B*K,) row index into the previous (B*K) rows."""
+    batch = tf.shape(parent)[0]
+    return tf.reshape(parent + tf.range(batch)[:, None] * beam_size, [-1])
+
+
+def _while(cond, body, loop_vars):
+    """tf.while_loop whose loop variables may change their leading (batch) dimension between static and dynamic."""
+    invariants = tf.nest.map_structure(
+        lambda v: tf.TensorShape(None if v.shape.rank is None else [None] + v.shape[1:] if v.shape.rank else []),
+        loop_vars)
+    return tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+
+
+def _record_buffers(records_spec, batch_size, beam_size, max_length):
+    return {name: tf.zeros(tf.concat([[batch_size, beam_size, max_length], tf.shape(v)[1:]], 0), v.dtype)
+            for name, v in records_spec.items()}
+
+
+def _write_step(buffer, value, t, max_length, live):
+    """buffer (B, K, S, *R) with value (B, K, *R) written at step t where `live` (B, K) is True."""
+    value = tf.where(tf.reshape(live, tf.concat([tf.shape(live), tf.ones(tf.rank(value) - 2, tf.int32)], 0)),
+                     value, tf.zeros_like(value))
+    one_hot = tf.one_hot(t, max_length, dtype=buffer.dtype)  # (S,)
+    one_hot = tf.reshape(one_hot, tf.concat([[1, 1, max_length], tf.ones(tf.rank(value) - 2, tf.int32)], 0))
+    return buffer + one_hot * tf.expand_dims(value, 2)
+
+
+def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, max_length: int, start_id: int,
+                end_id: int, pad_id: int = 0, length_penalty: float = 0.0):
+    """Batched beam search.
+
+    Args:
+        step_fn: see the module docstring; it is called on N = B*K rows.
+        initial_state: nested structure of (B*K, ...) tensors, already tiled with `tile_beams`.
+        batch_size: B (int or scalar tensor).
+        beam_size: K.
+        max_length: S, the most tokens generated per hypothesis (the end token included).
+        start_id, end_id, pad_id: special token ids; tokens after the end token are `pad_id`.
+        length_penalty: alpha; hypotheses are ranked by log p / length**alpha (0: plain log-probability,
+            1: mean log-probability per token). Pruning during search uses the plain sums.
+
+    Returns:
+        dict with `tokens` (B, K, S) int32, `lengths` (B, K) int32 (tokens up to and including the end token),
+        `log_probs` (B, K) summed log-probabilities, `scores` (B, K) the ranking score, every record as
+        (B, K, S, *R); beams sorted best first.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    k = beam_size
+    n = batch_size * k
+    tokens = tf.fill([n], tf.constant(start_id, tf.int32))
+    # Only beam 0 is live at t=0, otherwise the K beams would be K copies of one hypothesis.
+    log_probs = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch_size, 1])  # (B, K)
+    finished = tf.zeros([batch_size, k], tf.bool)
+    lengths = tf.zeros([batch_size, k], tf.int32)
+    sequences = tf.fill([batch_size, k, max_length], tf.constant(pad_id, tf.int32))
+
+    # One trace of step_fn to learn the record shapes; the traced ops are discarded if unused.
+    step_log_probs, state, records = step_fn(tokens, initial_state, tf.constant(0))
+    vocab = tf.shape(step_log_probs)[-1]
+    buffers = _record_buffers(records, batch_size, k, max_length)
+
+    def expand(t, step_log_probs, state, records, log_probs, finished, lengths, sequences, buffers):
+        step_log_probs = tf.reshape(tf.cast(step_log_probs, tf.float32), [batch_size, k, vocab])  # (B, K, V)
+        # A finished beam continues only with the end token, at no cost, so it competes with its final score.
+        only_end = tf.one_hot(end_id, vocab, on_value=0.0, off_value=NEG_INF)  # (V,)
+        step_log_probs = tf.where(finished[:, :, None], only_end[None, None, :], step_log_probs)
+        candidates = tf.reshape(log_probs[:, :, None] + step_log_probs, [batch_size, k * vocab])  # (B, K*V)
+        new_log_probs, index = tf.math.top_k(candidates, k=k)  # (B, K)
+        parent = index // vocab  # (B, K)
+        token = tf.cast(index % vocab, tf.int32)  # (B, K)
+        flat = _flat_parent(parent, k)  # (N,)
+        was_finished = tf.gather(finished, parent, batch_dims=1)  # (B, K)
+        live = tf.logical_not(was_finished)
+        token = tf.where(live, token, pad_id)
+        sequences = tf.gather(sequences, parent, batch_dims=1)
+        sequences = _write_step(sequences, token, t, max_length, live)
+        lengths = tf.gather(lengths, parent, batch_dims=1) + tf.cast(live, tf.int32)
+        finished = tf.logical_or(was_finished, tf.equal(token, end_id))
+        state = tf.nest.map_structure(lambda s: tf.gather(s, flat), state)
+        new_buffers = {}
+        for name, buf in buffers.items():
+            value = tf.gather(records[name], flat)  # (N, *R) of the chosen parents
+            value = tf.reshape(value, tf.concat([[batch_size, k], tf.shape(value)[1:]], 0))
+            new_buffers[name] = _write_step(tf.gather(buf, parent, batch_dims=1), value, t, max_length, live)
+        return new_log_probs, finished, lengths, sequences, state, new_buffers, tf.reshape(
+            tf.where(live, token, end_id), [-1])
+
+    log_probs, finished, lengths, sequences, state, buffers, tokens = expand(
+        tf.constant(0), step_log_probs, state, records, log_probs, finished, lengths, sequences, buffers)
+
+    def cond(t, tokens, state, log_probs, finished, lengths, sequences, buffers):
+        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(t, tokens, state, log_probs, finished, lengths, sequences, buffers):
+        step_log_probs, state, records = step_fn(tokens, state, t)
+        log_probs, finished, lengths, sequences, state, buffers, tokens = expand(
+            t, step_log_probs, state, records, log_probs, finished, lengths, sequences, buffers)
+        return t + 1, tokens, state, log_probs, finished, lengths, sequences, buffers
+
+    _, _, _, log_probs, finished, lengths, sequences, buffers = _while(
+        cond, body, (tf.constant(1), tokens, state, log_probs, finished, lengths, sequences, buffers))
+
+    scores = log_probs
+    if length_penalty:
+        scores = log_probs / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
+    order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)  # (B, K)
+    out = {"tokens": sequences, "lengths": lengths, "log_probs": log_probs, "scores": scores, **buffers}
+    return {name: tf.gather(value, order, batch_dims=1) for name, value in out.items()}
+
+
+def greedy_search(step_fn: Callable, initial_state, batch_size, max_length: int, start_id: int, end_id: int,
+                  pad_id: int = 0):
+    """Greedy decoding: the arg-max token at every step. Same contract as `beam_search` with K = 1, returning
+    (B, S) tokens, (B,) lengths and log_probs, and (B, S, *R) records."""
+    tokens = tf.fill([batch_size], tf.constant(start_id, tf.int32))
+    step_log_probs, state, records = step_fn(tokens, initial_state, tf.constant(0))
+
+    def pick(t, step_log_probs, records, log_probs, finished, lengths, sequences, buffers):
+        step_log_probs = tf.cast(step_log_probs, tf.float32)  # (B, V)
+        token = tf.argmax(step_log_probs, axis=-1, output_type=tf.int32)  # (B,)
+        live = tf.logical_not(finished)
+        chosen = tf.gather(step_log_probs, token, batch_dims=1)  # (B,)
+        log_probs += tf.where(live, chosen, 0.0)
+        token = tf.where(live, token, pad_id)
+        sequences = _write_step(sequences[:, None], token[:, None], t, max_length, live[:, None])[:, 0]
+        buffers = {name: _write_step(buf[:, None], records[name][:, None], t, max_length, live[:, None])[:, 0]
+                   for name, buf in buffers.items()}
+        lengths += tf.cast(live, tf.int32)
+        finished = tf.logical_or(finished, tf.equal(token, end_id))
+        return log_probs, finished, lengths, sequences, buffers, tf.where(live, token, end_id)
+
+    buffers = {name: buf[:, 0] for name, buf in _record_buffers(records, batch_size, 1, max_length).items()}
+    log_probs, finished, lengths, sequences, buffers, tokens = pick(
+        tf.constant(0), step_log_probs, records, tf.zeros([batch_size]), tf.zeros([batch_size], tf.bool),
+        tf.zeros([batch_size], tf.int32), tf.fill([batch_size, max_length], tf.constant(pad_id, tf.int32)), buffers)
+
+    def cond(t, tokens, state, log_probs, finished, lengths, sequences, buffers):
+        return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(t, tokens, state, log_probs, finished, lengths, sequences, buffers):
+        step_log_probs, state, records = step_fn(tokens, state, t)
+        log_probs, finished, lengths, sequences, buffers, tokens = pick(
+            t, step_log_probs, records, log_probs, finished, lengths, sequences, buffers)
+        return t + 1, tokens, state, log_probs, finished, lengths, sequences, buffers
+
+    _, _, _, log_probs, _, lengths, sequences, buffers = _while(
+        cond, body, (tf.constant(1), tokens, state, log_probs, finished, lengths, sequences, buffers))
+    return {"tokens": sequences, "lengths": lengths, "log_probs": log_probs, "scores": log_probs, **buffers}

@@ -1,0 +1,315 @@
+"""The Show, Attend and Tell captioner: teacher-forced training, REINFORCE for hard attention, decoding.
+
+The Captioner sees annotations (B, L, D) and token ids (B, T+1) = <start> w_1 ... w_n <end> <pad>...; it knows
+nothing of files, images or tokenisers.
+
+Losses (all sums over real tokens are divided by the number of real tokens N in the minibatch, so padding
+contributes nothing and `xent` is the usual per-token cross-entropy):
+    xent      = -sum_{b,t} log p(y_bt | ...) / N
+    alpha_reg = lambda * mean_{b,i} (1 - sum_t alpha_bti)^2      the doubly stochastic penalty (eq. 14), averaged
+                over locations instead of summed so that lambda = 1 suits a per-token cross-entropy
+    hard only (eq. 11-12), with R_b = log p(y_b | s_b, a) = sum_t log p(y_bt) and b the moving-average baseline:
+    reinforce = -lambda_r * sum_b stop_grad(R_b - b) * log p(s_b | a) / N
+    entropy   = -lambda_e * sum_{b,t} H[s_bt] / N
+The gradient of xent + reinforce is the paper's Monte-Carlo estimate of the gradient of the lower bound L_s
+(divided by N); tests/models/test_reinforce.py checks that it is unbiased by exact enumeration.
+
+Shapes: B batch, L locations, D depth, T steps, V vocabulary, H units, E embedding, K beams, S max length.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from sat_tf.config import ModelConfig
+from sat_tf.decoding.beam_search import beam_search, greedy_search, tile_beams
+from sat_tf.layers.attention_lstm_cell import AttentionLSTMCell
+
+SOFT_TERMS = ("loss", "xent", "alpha_reg", "perplexity")
+HARD_TERMS = SOFT_TERMS + ("reinforce", "entropy", "baseline")
+
+
+@keras.saving.register_keras_serializable(package="sat_tf")
+class Captioner(keras.Model):
+    """Encoder-agnostic attention captioner (paper sec. 3) with soft or hard attention (sec. 4).
+
+    Build it from a `ModelConfig` with `Captioner.from_model_config(config)`; the constructor takes the same
+    fields as plain keyword arguments so that Keras can serialise it.
+
+    Args:
+        vocab_size, feature_dim, embedding_dim, units, attention_dim, attention, gate, dropout,
+        alpha_regularization, reinforce_weight, entropy_weight, baseline_decay, expected_context_prob,
+        hard_inference, pad_id, start_id, end_id: see `sat_tf.config.ModelConfig`.
+        seed: int or None. Seeds dropout, hard-attention sampling and the expected-context coin.
+    """
+
+    def __init__(self, vocab_size: int = 10000, feature_dim: int = 512, embedding_dim: int = 512, units: int = 512,
+                 attention_dim: int = 512, attention: str = "soft", gate: str = "scalar", dropout: float = 0.5,
+                 alpha_regularization: float = 1.0, reinforce_weight: float = 1.0, entropy_weight: float = 0.002,
+                 baseline_decay: float = 0.9, expected_context_prob: float = 0.5, hard_inference: str = "expected",
+                 pad_id: int = 0, start_id: int = 1, end_id: int = 2, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        # Validates every field with the same rules as the dataclass.
+        self.model_config = ModelConfig(
+            vocab_size=vocab_size, feature_dim=feature_dim, embedding_dim=embedding_dim, units=units,
+            attention_dim=attention_dim, attention=attention, gate=gate, dropout=dropout,
+            alpha_regularization=alpha_regularization, reinforce_weight=reinforce_weight,
+            entropy_weight=entropy_weight, baseline_decay=baseline_decay,
+            expected_context_prob=expected_context_prob, hard_inference=hard_inference, pad_id=pad_id,
+            start_id=start_id, end_id=end_id)
+        self.seed = seed
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")  # E
+        self.cell = AttentionLSTMCell(
+            units=units, vocab_size=vocab_size, embedding_dim=embedding_dim, feature_dim=feature_dim,
+            attention_dim=attention_dim, attention=attention, gate=gate, dropout=dropout,
+            expected_context_prob=expected_context_prob, hard_inference=hard_inference, seed=seed, name="decoder")
+        self.embedding.build((None, None))
+        self.cell.build()
+        # REINFORCE baseline b and the number of updates it has seen; non-trainable so they checkpoint.
+        self.baseline = self.add_weight(shape=(), initializer="zeros", trainable=False, name="baseline")
+        self.baseline_updates = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                                name="baseline_updates")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in (HARD_TERMS if attention == "hard" else SOFT_TERMS)}
+        self._decoders = {}
+        self.built = True
+
+    @classmethod
+    def from_model_config(cls, config: ModelConfig, seed: int | None = None, **kwargs) -> "Captioner":
+        return cls(**vars(config), seed=seed, **kwargs)
+
+    @property
+    def is_hard(self) -> bool:
+        return self.model_config.attention == "hard"
+
+    # -- teacher forcing ------------------------------------------------------------------------------------
+
+    def teacher_forcing(self, annotations, tokens, training=False, seed=None, use_expected=None, locations=None):
+        """Runs the decoder over a known caption.
+
+        Args:
+            annotations: (B, L, D) float.
+            tokens: (B, T+1) int, <start> ... <end> then padding.
+            training: enables dropout and (hard attention) sampling.
+            seed: int32 (2,) stateless seed for hard-attention sampling (drawn from the model if None).
+            use_expected: bool scalar, hard attention in training: use the expected context this minibatch.
+            locations: optional (B, T) int32, hard attention: force these locations instead of sampling (used to
+                enumerate the lower bound exactly in tests and to score a given attention path).
+
+        Returns:
+            dict: `logits` (B, T, V) float32, `alpha` (B, T, L), `targets` (B, T), `mask` (B, T) float32, and for
+            hard attention `location` (B, T), `log_prob` (B, T) = log alpha_{t, s_t}, `entropy` (B, T).
+        """
+        annotations = tf.convert_to_tensor(annotations)
+        annotations = tf.cast(annotations, self.cell.compute_dtype)
+        tokens = tf.cast(tokens, tf.int32)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T)
+        embedded = self.embedding(inputs)  # (B, T, E)
+        projected_inputs = tf.transpose(self.cell.project_inputs(embedded), [1, 0, 2])  # (T, B, 4H)
+        h, c = self.cell.initial_state(annotations)  # (B, H) each
+        projected = self.cell.prepare(annotations)  # (B, L, A)
+        kernel = self.cell.recurrent_kernel()  # (H, A + G + 4H)
+        steps = tf.shape(projected_inputs)[0]
+
+        mode = "expected"
+        if self.is_hard:
+            mode = "sample" if training else self.model_config.hard_inference
+            if locations is not None:
+                mode = "given"
+            if seed is None and mode == "sample":
+                seed = tf.cast(self.seed_generator.next(), tf.int32)
+        if locations is not None:
+            locations = tf.transpose(tf.cast(locations, tf.int32))  # (T, B)
+
+        names = ["h", "context", "alpha"] + (["location", "log_prob", "entropy"] if self.is_hard else [])
+        dtypes = {"location": tf.int32}
+        arrays = {n: tf.TensorArray(dtypes.get(n, self.cell.compute_dtype), size=steps) for n in names}
+        inputs_ta = tf.TensorArray(projected_inputs.dtype, size=steps).unstack(projected_inputs)
+
+        def body(t, h, c, arrays):
+            step_mode, step_seed = mode, None
+            if mode == "sample":
+                step_seed = tf.random.experimental.stateless_fold_in(seed, t)
+            location = locations[t] if mode == "given" else None
+            h, c, extras = self.cell.step(inputs_ta.read(t), [h, c], annotations, projected, kernel,
+                                          mode=step_mode, seed=step_seed, use_expected=use_expected,
+                                          location=location)
+            extras["h"] = h
+            arrays = {n: arrays[n].write(t, tf.cast(extras[n], arrays[n].dtype)) for n in names}
+            return t + 1, h, c, arrays
+
+        _, _, _, arrays = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), h, c, arrays))
+        out = {n: _batch_major(arrays[n].stack()) for n in names}  # (B, T, ...)
+        logits = self.cell.output_logits(embedded, out["h"], out["context"], training=training)  # (B, T, V)
+        result = {"logits": tf.cast(logits, tf.float32), "alpha": tf.cast(out["alpha"], tf.float32),
+                  "targets": targets, "mask": tf.cast(tf.not_equal(targets, self.model_config.pad_id), tf.float32)}
+        if self.is_hard:
+            result.update(location=out["location"], log_prob=tf.cast(out["log_prob"], tf.float32),
+                          entropy=tf.cast(out["entropy"], tf.float32))
+        return result
+
+    def call(self, inputs, training=False):
+        """Teacher forcing. inputs: {"annotations": (B, L, D), "tokens": (B, T+1)} -> {"logits", "alpha"}."""
+        annotations, tokens = _unpack(inputs)
+        out = self.teacher_forcing(annotations, tokens, training=training)
+        return {"logits": out["logits"], "alpha": out["alpha"]}
+
+    # -- losses ---------------------------------------------------------------------------------------------
+
+    def loss_terms(self, out, sampled=False):
+        """Every loss term of the module docstring from `teacher_forcing` outputs.
+
+        `sampled` (bool or bool scalar tensor): hard attention drew its locations in this pass, so the REINFORCE
+        term applies and `baseline` in the result is the moving average after this minibatch; otherwise the
+        REINFORCE term is zero and the baseline is unchanged.
+        """
+        cfg = self.model_config
+        mask = out["mask"]  # (B, T)
+        num_tokens = tf.maximum(tf.reduce_sum(mask), 1.0)
+        token_log_p = -tf.nn.sparse_softmax_cross_entropy_with_logits(out["targets"], out["logits"])  # (B, T)
+        token_log_p *= mask
+        xent = -tf.reduce_sum(token_log_p) / num_tokens
+        coverage = tf.reduce_sum(out["alpha"] * mask[:, :, None], axis=1)  # (B, L)
+        alpha_reg = cfg.alpha_regularization * tf.reduce_mean(tf.square(1.0 - coverage))
+        terms = {"loss": xent + alpha_reg, "xent": xent, "alpha_reg": alpha_reg, "perplexity": tf.exp(xent)}
+        if self.is_hard:
+            sampled = tf.convert_to_tensor(sampled, tf.bool)
+            log_p_y = tf.reduce_sum(token_log_p, axis=1)  # (B,) R_b = log p(y_b | s_b, a)
+            log_p_s = tf.reduce_sum(out["log_prob"] * mask, axis=1)  # (B,) log p(s_b | a)
+            # The first sampled minibatch starts the average at its own mean instead of at 0.
+            b = tf.where(self.baseline_updates > 0, self.baseline, tf.stop_gradient(tf.reduce_mean(log_p_y)))
+            advantage = tf.stop_gradient(log_p_y - b)  # (B,)
+            reinforce = -cfg.reinforce_weight * tf.reduce_sum(advantage * log_p_s) / num_tokens
+            reinforce *= tf.cast(sampled, reinforce.dtype)
+            entropy = tf.reduce_sum(out["entropy"] * mask) / num_tokens
+            terms["loss"] += reinforce - cfg.entropy_weight * entropy
+            new_b = cfg.baseline_decay * b + (1.0 - cfg.baseline_decay) * tf.stop_gradient(tf.reduce_mean(log_p_y))
+            terms.update(reinforce=reinforce, entropy=entropy,
+                         baseline=tf.where(sampled, new_b, tf.identity(self.baseline)))
+        return terms
+
+    def train_step(self, data):
+        annotations, tokens = _unpack(data)
+        use_expected = None
+        seed = None
+        if self.is_hard:
+            coin_seed, seed = tf.unstack(tf.random.experimental.stateless_split(
+                tf.cast(self.seed_generator.next(), tf.int32), 2))
+            use_expected = self.cell.attention.draw_expected_coin(coin_seed)
+        with tf.GradientTape() as tape:
+            out = self.teacher_forcing(annotations, tokens, training=True, seed=seed, use_expected=use_expected)
+            terms = self.loss_terms(out, sampled=False if use_expected is None else tf.logical_not(use_expected))
+            loss = terms["loss"]
+            if self.optimizer is not None and hasattr(self.optimizer, "scale_loss"):
+                loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply(grads, variables)
+        if self.is_hard:
+            sampled = tf.logical_not(use_expected)
+            self.baseline.assign(tf.where(sampled, terms["baseline"], self.baseline))
+            self.baseline_updates.assign_add(tf.cast(sampled, self.baseline_updates.dtype))
+        return self._report(terms)
+
+    def test_step(self, data):
+        annotations, tokens = _unpack(data)
+        out = self.teacher_forcing(annotations, tokens, training=False)
+        return self._report(self.loss_terms(out))
+
+    def _report(self, terms):
+        for name, value in terms.items():
+            self.trackers[name].update_state(value)
+        return {name: self.trackers[name].result() for name in terms}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    # -- decoding -------------------------------------------------------------------------------------------
+
+    def decode_step_fn(self, annotations, beam_size: int = 1, seed=None):
+        """(initial state, step_fn) for `sat_tf.decoding` over B images x K beams.
+
+        annotations: (B, L, D). The step function maps tokens (B*K,) and state [h, c] to log-probs (B*K, V) and
+        records `alpha` (B*K, L) (and `location` (B*K,) for hard attention).
+        """
+        cfg = self.model_config
+        annotations = tf.cast(tf.convert_to_tensor(annotations), self.cell.compute_dtype)
+        h, c = self.cell.initial_state(annotations)  # (B, H)
+        projected = self.cell.prepare(annotations)  # (B, L, A)
+        if beam_size > 1:
+            annotations, projected, h, c = (tile_beams(x, beam_size) for x in (annotations, projected, h, c))
+        kernel = self.cell.recurrent_kernel()
+        mode = cfg.hard_inference if self.is_hard else "expected"
+
+        def step_fn(tokens, state, t):
+            embedded = self.embedding(tokens)  # (N, E)
+            step_seed = tf.random.experimental.stateless_fold_in(seed, t) if mode == "sample" else None
+            h, c, extras = self.cell.step(self.cell.project_inputs(embedded), state, annotations, projected, kernel,
+                                          mode=mode, seed=step_seed)
+            logits = self.cell.output_logits(embedded, h, extras["context"], training=False)  # (N, V)
+            records = {"alpha": tf.cast(extras["alpha"], tf.float32)}
+            if self.is_hard:
+                records["location"] = extras["location"]
+            return tf.nn.log_softmax(tf.cast(logits, tf.float32)), [h, c], records
+
+        return [h, c], step_fn
+
+    def decode(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
+               seed=None):
+        """Graph-mode-friendly batched decoding (greedy when beam_size == 1); see `generate`."""
+        cfg = self.model_config
+        if self.is_hard and cfg.hard_inference == "sample" and seed is None:
+            seed = tf.cast(self.seed_generator.next(), tf.int32)
+        state, step_fn = self.decode_step_fn(annotations, beam_size, seed)
+        batch = tf.shape(annotations)[0]
+        if beam_size == 1:
+            return greedy_search(step_fn, state, batch, max_length, cfg.start_id, cfg.end_id, cfg.pad_id)
+        return beam_search(step_fn, state, batch, beam_size, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
+                           length_penalty)
+
+    def generate(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
+                 return_all_beams: bool = False):
+        """Captions for a batch of images, compiled once per (beam_size, max_length, length_penalty).
+
+        Returns a dict of numpy-convertible tensors: `tokens` (B, S) (the end token included, then padding),
+        `lengths` (B,), `log_probs` (B,), `scores` (B,), `alpha` (B, S, L) and for hard attention `location`
+        (B, S); with `return_all_beams` every output keeps its beam axis K after B, best beam first.
+        """
+        key = (int(beam_size), int(max_length), float(length_penalty))
+        if key not in self._decoders:
+            self._decoders[key] = tf.function(
+                lambda a: self.decode(a, beam_size=key[0], max_length=key[1], length_penalty=key[2]),
+                reduce_retracing=True)
+        out = self._decoders[key](tf.convert_to_tensor(annotations))
+        if beam_size > 1 and not return_all_beams:
+            out = {name: value[:, 0] for name, value in out.items()}
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vars(self.model_config))
+        config["seed"] = self.seed
+        return config
+
+
+def _unpack(data):
+    """Accepts {"annotations", "tokens"} dicts or (annotations, tokens) tuples (Keras passes (x,) or (x, y))."""
+    if isinstance(data, (tuple, list)) and len(data) == 1:
+        data = data[0]
+    if isinstance(data, dict):
+        missing = {"annotations", "tokens"} - set(data)
+        if missing:
+            raise ValueError(f"Captioner input dict is missing {sorted(missing)}; it has {sorted(data)}")
+        return data["annotations"], data["tokens"]
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    raise ValueError("Captioner expects {'annotations': (B, L, D), 'tokens': (B, T+1)} or (annotations, tokens)")
+
+
+def _batch_major(x):
+    """(T, B, ...) -> (B, T, ...)."""
+    perm = tf.concat([[1, 0], tf.range(2, tf.rank(x))], 0)
+    return tf.transpose(x, perm)
