@@ -36,10 +36,13 @@ class SoftAttention(keras.layers.Layer):
         self.score = keras.layers.Dense(1, use_bias=False, name="score")  # w
 
     def build(self, annotations_shape, hidden_shape=None, projected_shape=None):
-        self.annotation_projection.build(annotations_shape)
-        if hidden_shape is not None:
+        # Sublayers may already be built (project_annotations called before the layer itself).
+        if not self.annotation_projection.built:
+            self.annotation_projection.build(annotations_shape)
+        if hidden_shape is not None and not self.hidden_projection.built:
             self.hidden_projection.build(hidden_shape)
-        self.score.build((None, self.units))
+        if not self.score.built:
+            self.score.build((None, self.units))
         self.built = True
 
     def build_hidden(self, hidden_dim: int) -> None:
