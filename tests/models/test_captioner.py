@@ -1,0 +1,181 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sat_tf import config as cfg
+from sat_tf.models.captioner import Captioner
+
+V, D, L = 30, 8, 5
+TOKENS = np.array([[1, 5, 6, 7, 2, 0], [1, 8, 9, 2, 0, 0], [1, 3, 4, 5, 6, 2], [1, 10, 2, 0, 0, 0]], "int32")
+
+
+def _model(attention="soft", **kw):
+    args = dict(vocab_size=V, feature_dim=D, embedding_dim=16, units=32, attention_dim=16, attention=attention,
+                dropout=0.0, seed=1)
+    args.update(kw)
+    return Captioner(**args)
+
+
+def _annotations(batch=4, seed=0):
+    return np.random.RandomState(seed).randn(batch, L, D).astype("float32")
+
+
+def paper_parameter_count(V, D, E, H, A, gate_width=1):
+    embedding = V * E
+    attention = D * A + A + H * A + A  # W_a (+b), W_h, w
+    init = 2 * (D * H + H)
+    lstm = E * 4 * H + D * 4 * H + H * 4 * H + 4 * H
+    gate = H * gate_width + gate_width
+    deep_output = (H * E + E) + D * E + (E * V + V)
+    return embedding + attention + init + lstm + gate + deep_output
+
+
+@pytest.mark.parametrize("preset", [cfg.paper_coco, cfg.paper_flickr8k])
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_parameter_count_at_paper_sizes(preset, attention):
+    c = preset()
+    c = cfg.ModelConfig(**{**vars(c), "attention": attention})
+    model = Captioner.from_model_config(c)
+    want = paper_parameter_count(c.vocab_size, c.feature_dim, c.embedding_dim, c.units, c.attention_dim)
+    assert model.count_params() - 2 == want  # + the REINFORCE baseline and its update count (non-trainable)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == want
+    if preset is cfg.paper_coco:
+        # V=10000, D=512, E=512, H=1800, A=512, by hand: embedding 5,120,000 + attention 1,184,768
+        # + init MLPs 1,846,800 + LSTM 20,340,000 + gate 1,801 + deep output 6,314,256.
+        assert want == 34_807_625
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_call_shapes_and_alpha_sums_to_one(attention):
+    out = _model(attention)({"annotations": _annotations(), "tokens": TOKENS})
+    assert out["logits"].shape == (4, 5, V)
+    assert out["alpha"].shape == (4, 5, L)
+    np.testing.assert_allclose(tf.reduce_sum(out["alpha"], -1), np.ones((4, 5)), atol=1e-5)
+
+
+def _loss_and_grads(model, annotations, tokens, training, seed=(3, 4)):
+    with tf.GradientTape() as tape:
+        out = model.teacher_forcing(annotations, tokens, training=training, seed=tf.constant(seed),
+                                    use_expected=tf.constant(False) if model.is_hard and training else None)
+        terms = model.loss_terms(out, sampled=training and model.is_hard)
+    grads = tape.gradient(terms["loss"], model.trainable_weights)
+    return terms, grads
+
+
+@pytest.mark.parametrize("attention,training", [("soft", False), ("hard", False), ("hard", True)])
+def test_padding_changes_neither_loss_nor_gradients(attention, training):
+    model = _model(attention)
+    if attention == "hard":
+        model.baseline.assign(-3.0)
+        model.baseline_updates.assign(1.0)
+    a = _annotations()
+    padded = np.concatenate([TOKENS, np.zeros((4, 7), "int32")], axis=1)
+    t1, g1 = _loss_and_grads(model, a, TOKENS, training)
+    t2, g2 = _loss_and_grads(model, a, padded, training)
+    for name in t1:
+        np.testing.assert_allclose(t1[name], t2[name], rtol=1e-5, err_msg=name)
+    for w, x, y in zip(model.trainable_weights, g1, g2):
+        np.testing.assert_allclose(tf.convert_to_tensor(x), tf.convert_to_tensor(y), rtol=1e-4, atol=1e-6,
+                                   err_msg=w.path)
+
+
+def test_alpha_regularisation_formula():
+    model = _model(alpha_regularization=2.0)
+    out = model.teacher_forcing(_annotations(), TOKENS)
+    mask = (TOKENS[:, 1:] != 0).astype("float32")
+    coverage = (out["alpha"].numpy() * mask[:, :, None]).sum(1)
+    terms = model.loss_terms(out)
+    np.testing.assert_allclose(terms["alpha_reg"], 2.0 * np.mean((1 - coverage) ** 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_overfits_a_handful_of_pairs_through_fit(attention):
+    model = _model(attention, alpha_regularization=0.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    ds = tf.data.Dataset.from_tensors({"annotations": _annotations(), "tokens": TOKENS}).repeat(400)
+    history = model.fit(ds, epochs=1, verbose=0).history
+    assert history["xent"][-1] < 1.0  # mean over the epoch, from log(30) = 3.4
+    final = model.evaluate(tf.data.Dataset.from_tensors({"annotations": _annotations(), "tokens": TOKENS}),
+                           verbose=0, return_dict=True)
+    assert final["xent"] < 0.05, final
+    generated = model.generate(_annotations(), beam_size=1, max_length=5)["tokens"].numpy()
+    np.testing.assert_array_equal(generated, TOKENS[:, 1:])
+    if attention == "hard":
+        assert set(history) >= {"reinforce", "entropy", "baseline"}
+        assert model.baseline_updates.numpy() > 100  # about half of the 400 minibatches sampled
+        assert model.baseline.numpy() < 0
+
+
+def test_keras_save_and_load_round_trip(tmp_path):
+    model = _model("hard", hard_inference="argmax")
+    model.baseline.assign(-7.5)
+    path = str(tmp_path / "captioner.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config() == model.get_config()
+    assert float(loaded.baseline.numpy()) == -7.5
+    x = {"annotations": _annotations(), "tokens": TOKENS}
+    np.testing.assert_allclose(loaded(x)["logits"], model(x)["logits"], rtol=1e-6)
+    a = model.generate(x["annotations"], beam_size=3)
+    b = loaded.generate(x["annotations"], beam_size=3)
+    np.testing.assert_array_equal(a["tokens"], b["tokens"])
+    np.testing.assert_array_equal(a["location"], b["location"])
+
+
+def test_config_json_round_trip(tmp_path):
+    model_config = cfg.ModelConfig(vocab_size=V, feature_dim=D, attention="hard")
+    train_config = cfg.TrainConfig(batch_size=8)
+    path = str(tmp_path / "config.json")
+    cfg.save_config(path, model=model_config, train=train_config)
+    loaded = cfg.load_config(path)
+    assert loaded["model"] == model_config and loaded["train"] == train_config
+    payload = json.load(open(path))
+    payload["model"]["units_typo"] = 3
+    json.dump(payload, open(path, "w"))
+    with pytest.raises(ValueError, match="units_typo"):
+        cfg.load_config(path)
+
+
+def test_bad_configs_are_named():
+    with pytest.raises(ValueError, match="attention"):
+        Captioner(attention="local")
+    with pytest.raises(ValueError, match="dropout"):
+        cfg.ModelConfig(dropout=1.5)
+    with pytest.raises(ValueError, match="annotations"):
+        _model()({"tokens": TOKENS})
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_batched_beam_search_equals_per_image_beam_search(attention):
+    model = _model(attention, seed=5)
+    a = _annotations(batch=5, seed=3)
+    batched = model.generate(a, beam_size=4, max_length=7, return_all_beams=True)
+    for i in range(5):
+        single = model.generate(a[i:i + 1], beam_size=4, max_length=7, return_all_beams=True)
+        for name in batched:
+            np.testing.assert_allclose(np.asarray(batched[name][i]), np.asarray(single[name][0]), rtol=1e-5,
+                                       atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_beam_of_one_equals_greedy_and_records_alphas(attention):
+    model = _model(attention, seed=2)
+    a = _annotations(batch=3, seed=4)
+    greedy = model.generate(a, beam_size=1, max_length=7)
+    beam = model.decode(a, beam_size=1, max_length=7)  # greedy path of decode
+    from sat_tf.decoding.beam_search import beam_search
+    state, step_fn = model.decode_step_fn(a, beam_size=1)
+    c = model.model_config
+    beam = beam_search(step_fn, state, 3, 1, 7, c.start_id, c.end_id, c.pad_id)
+    np.testing.assert_array_equal(greedy["tokens"], beam["tokens"][:, 0])
+    np.testing.assert_allclose(greedy["log_probs"], beam["log_probs"][:, 0], rtol=1e-5)
+    np.testing.assert_allclose(greedy["alpha"], beam["alpha"][:, 0], rtol=1e-5, atol=1e-7)
+    lengths = greedy["lengths"].numpy()
+    sums = greedy["alpha"].numpy().sum(-1)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(sums[i, :n], 1.0, atol=1e-5)
+        np.testing.assert_array_equal(sums[i, n:], 0.0)
