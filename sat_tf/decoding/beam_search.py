@@ -23,6 +23,8 @@ NEG_INF = -1e9  # finite, so that 0 * NEG_INF never makes a NaN
 
 def tile_beams(x, beam_size: int):
     """Repeats each example K times consecutively: (B, ...) -> (B*K, ...), row b*K + k is beam k of image b."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     return tf.repeat(x, beam_size, axis=0)
 
 

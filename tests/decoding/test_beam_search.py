@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sat_tf.decoding.beam_search import beam_search, greedy_search, tile_beams
+
+PAD, START, END, A, B = 0, 1, 2, 3, 4
+V = 5
+
+
+def _table(rows):
+    """rows: {prev token: {next token: p}} -> (V, V) log-prob table (tiny mass elsewhere)."""
+    p = np.full((V, V), 1e-6)
+    for prev, nxt in rows.items():
+        for tok, prob in nxt.items():
+            p[prev, tok] = prob
+    p /= p.sum(1, keepdims=True)
+    return np.log(p).astype("float32")
+
+
+# Image 0: greedy takes A (0.55) and then wanders (A 0.36 each step); the best caption is "B <end>" (0.45*0.99).
+TABLE_TRAP = _table({START: {A: 0.55, B: 0.45}, A: {END: 0.30, A: 0.36, B: 0.34}, B: {END: 0.99, A: 0.01}})
+# Image 1: greedy is optimal: "A <end>".
+TABLE_EASY = _table({START: {A: 0.9, B: 0.1}, A: {END: 0.95, B: 0.05}, B: {END: 0.5, A: 0.5}})
+TABLES = tf.constant(np.stack([TABLE_TRAP, TABLE_EASY]))  # (2, V, V)
+
+
+def _step_fn(tokens, state, t):
+    """Markov language model: state = (image index,) per row; records the token it was fed."""
+    image = state[0]
+    log_probs = tf.gather_nd(TABLES, tf.stack([image, tokens], axis=1))  # (N, V)
+    return log_probs, state, {"fed": tf.cast(tokens, tf.float32), "step": tf.fill(tf.shape(tokens), t)}
+
+
+def _decode(images, beam_size, max_length=6, length_penalty=0.0):
+    images = tf.constant(images, tf.int32)
+    if beam_size == 0:
+        return greedy_search(_step_fn, [images], len(images), max_length, START, END, PAD)
+    return beam_search(_step_fn, [tile_beams(images, beam_size)], len(images), beam_size, max_length, START, END,
+                       PAD, length_penalty)
+
+
+def test_beam_search_beats_greedy_where_greedy_is_suboptimal():
+    greedy = _decode([0], beam_size=0)
+    beam = _decode([0], beam_size=2)
+    np.testing.assert_array_equal(beam["tokens"][0, 0], [B, END, PAD, PAD, PAD, PAD])
+    assert greedy["tokens"][0, 0] == A
+    np.testing.assert_allclose(beam["log_probs"][0, 0], np.log(0.45 * 0.99), rtol=1e-4)
+    assert beam["log_probs"][0, 0] > greedy["log_probs"][0] + 0.5
+
+
+def test_batched_equals_per_image_and_records_follow_their_beams():
+    both = _decode([0, 1], beam_size=3)
+    for i in range(2):
+        alone = _decode([i], beam_size=3)
+        for name in both:
+            np.testing.assert_allclose(both[name][i], alone[name][0], err_msg=name)
+    np.testing.assert_array_equal(both["tokens"][1, 0, :2], [A, END])
+    # Each hypothesis' records are those of its own history: at step t it was fed the token chosen at t - 1.
+    tokens, fed, lengths = both["tokens"].numpy(), both["fed"].numpy(), both["lengths"].numpy()
+    for i in range(2):
+        for k in range(3):
+            n = lengths[i, k]
+            np.testing.assert_array_equal(fed[i, k, :n], [START] + list(tokens[i, k, :n - 1]))
+            np.testing.assert_array_equal(fed[i, k, n:], 0)
+            np.testing.assert_array_equal(both["step"][i, k, :n], np.arange(n))
+
+
+def test_beams_are_sorted_finished_and_scored_consistently():
+    out = _decode([0, 1], beam_size=3, length_penalty=1.0)
+    scores, log_probs, lengths = out["scores"].numpy(), out["log_probs"].numpy(), out["lengths"].numpy()
+    np.testing.assert_allclose(scores, log_probs / lengths, rtol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    tokens = out["tokens"].numpy()
+    for i in range(2):
+        for k in range(3):
+            n = lengths[i, k]
+            if n < tokens.shape[-1]:
+                assert tokens[i, k, n - 1] == END and np.all(tokens[i, k, n:] == PAD)
+            # log-probs are the sums of the table entries along the path
+            path = [START] + list(tokens[i, k, :n])
+            want = sum(TABLES.numpy()[i, a, b] for a, b in zip(path[:-1], path[1:]))
+            np.testing.assert_allclose(log_probs[i, k], want, rtol=1e-4)
+
+
+def test_beam_of_one_is_greedy():
+    greedy = _decode([0, 1], beam_size=0)
+    beam = _decode([0, 1], beam_size=1)
+    np.testing.assert_array_equal(greedy["tokens"], beam["tokens"][:, 0])
+    np.testing.assert_allclose(greedy["log_probs"], beam["log_probs"][:, 0], rtol=1e-6)
+
+
+def test_max_length_stops_unfinished_hypotheses():
+    out = _decode([0], beam_size=0, max_length=3)
+    assert out["tokens"].shape == (1, 3)
+    assert out["lengths"][0] == 3
+
+
+def test_runs_inside_tf_function_with_dynamic_batch():
+    fn = tf.function(lambda images: beam_search(_step_fn, [tile_beams(images, 2)], tf.shape(images)[0], 2, 6,
+                                                START, END, PAD),
+                     input_signature=[tf.TensorSpec([None], tf.int32)])
+    out = fn(tf.constant([0, 1, 0]))
+    np.testing.assert_array_equal(out["tokens"][0, 0, :2], [B, END])
+    np.testing.assert_array_equal(out["tokens"][2], out["tokens"][0])
+
+
+def test_invalid_beam_size():
+    with pytest.raises(ValueError, match="beam_size"):
+        _decode([0], beam_size=-1)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(_step_fn, [tf.constant([0])], 1, 0, 6, START, END, PAD)
