@@ -53,15 +53,17 @@ def make_batch(rng: np.random.RandomState, words: np.ndarray):
     return {"annotations": tf.constant(annotations), "tokens": tf.constant(tokens)}
 
 
-def bench(attention: str, jit: bool, windows: int, steps: int, batching: str, seed: int = 0) -> dict:
+def bench(attention: str, jit: bool, windows: int, steps: int, batching: str, seed: int = 0,
+          unroll: bool = False) -> dict:
     keras.utils.set_random_seed(seed)
     model = Captioner(vocab_size=V, feature_dim=D, embedding_dim=E, units=H, attention_dim=A, attention=attention,
-                      dropout=0.5, seed=seed)
+                      dropout=0.5, seed=seed, unroll_steps=MAX_WORDS + 1 if unroll else 0)
     model.compile(optimizer=keras.optimizers.Adam(4e-4))
     model.optimizer.build(model.trainable_variables)
     signature = {"annotations": tf.TensorSpec([None, L, D], tf.float32),
                  "tokens": tf.TensorSpec([None, None], tf.int32)}
-    step = tf.function(model.train_step, jit_compile=jit, input_signature=[signature])
+    # XLA: one trace per caption length; otherwise one trace for all lengths, as model.fit does.
+    step = tf.function(model.train_step, jit_compile=jit, input_signature=None if jit else [signature])
     rng = np.random.RandomState(seed)
 
     def words_for_batch():
@@ -100,6 +102,8 @@ def main(argv=None):
     parser.add_argument("--attention", nargs="+", default=["soft", "hard"], choices=["soft", "hard"])
     parser.add_argument("--jit", choices=["off", "on", "both"], default="off")
     parser.add_argument("--batching", nargs="+", default=["bucketed", "mixed"], choices=["bucketed", "mixed"])
+    parser.add_argument("--unroll", choices=["off", "on", "both"], default="both",
+                        help="unroll the decoder over static caption lengths")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps", type=int, default=6, help="minibatches per timed window")
     args = parser.parse_args(argv)
@@ -108,25 +112,28 @@ def main(argv=None):
           f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}")
     print(f"B={B} L={L} D={D} E={E} H={H} A={A} V={V}, words {MIN_WORDS}..{MAX_WORDS}; reference: PyTorch "
           f"soft attention ~48 captions/s on this machine")
-    print(f"{'attention':<9} {'xla':<4} {'batching':<9} {'captions/s':>10} {'x ref':>6} {'useful GFLOP/s':>15} "
+    print(f"{'attention':<9} {'xla':<4} {'unroll':<6} {'batching':<9} {'captions/s':>10} {'x ref':>6} {'useful GFLOP/s':>15} "
           f"{'% peak':>7}  windows")
     results = {}
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
+    unrolls = {"off": [False], "on": [True], "both": [False, True]}[args.unroll]
     for attention in args.attention:
         for jit in jits:
+          for unroll in unrolls:
             for batching in args.batching:
-                r = bench(attention, jit, args.windows, args.steps, batching)
-                results[(attention, jit, batching)] = r
-                print(f"{attention:<9} {'on' if jit else 'off':<4} {batching:<9} {r['captions_per_sec']:>10.1f} "
+                r = bench(attention, jit, args.windows, args.steps, batching, unroll=unroll)
+                results[(attention, jit, unroll, batching)] = r
+                print(f"{attention:<9} {'on' if jit else 'off':<4} {'on' if unroll else 'off':<6} {batching:<9} {r['captions_per_sec']:>10.1f} "
                       f"{r['captions_per_sec'] / 48:>6.2f} {r['useful_gflops']:>15.1f} "
                       f"{100 * r['useful_gflops'] / peak:>6.1f}%  "
                       + " ".join(f"{x:.0f}" for x in r["rates"]), flush=True)
     for jit in jits:
+      for unroll in unrolls:
         for batching in args.batching:
-            if ("soft", jit, batching) in results and ("hard", jit, batching) in results:
-                ratio = (results[("soft", jit, batching)]["captions_per_sec"]
-                         / results[("hard", jit, batching)]["captions_per_sec"])
-                print(f"hard/soft cost ratio (xla {'on' if jit else 'off'}, {batching}): {ratio:.2f}")
+            soft, hard = results.get(("soft", jit, unroll, batching)), results.get(("hard", jit, unroll, batching))
+            if soft and hard:
+                print(f"hard/soft cost ratio (xla {'on' if jit else 'off'}, unroll {'on' if unroll else 'off'}, "
+                      f"{batching}): {soft['captions_per_sec'] / hard['captions_per_sec']:.2f}")
     return results
 
 

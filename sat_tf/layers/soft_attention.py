@@ -66,7 +66,9 @@ class SoftAttention(keras.layers.Layer):
             (context (B, D), alpha (B, L), scores (B, L)), scores being the unnormalised e_t.
         """
         energy = ops.tanh(projected + projected_hidden[:, None, :])  # (B, L, A)
-        scores = ops.squeeze(self.score(energy), -1)  # (B, L)
+        # w^T tanh(.) as an einsum on the kernel: Dense on a 3-D input lowers to a Tensordot with dynamic
+        # transposes that XLA cannot compile inside the decoder loop's gradient.
+        scores = ops.einsum("bla,a->bl", energy, ops.cast(self.score.kernel[:, 0], energy.dtype))  # (B, L)
         alpha = ops.softmax(scores, axis=-1)  # (B, L)
         context = ops.einsum("bl,bld->bd", alpha, annotations)  # (B, D)
         return context, alpha, scores

@@ -179,3 +179,28 @@ def test_beam_of_one_equals_greedy_and_records_alphas(attention):
     for i, n in enumerate(lengths):
         np.testing.assert_allclose(sums[i, :n], 1.0, atol=1e-5)
         np.testing.assert_array_equal(sums[i, n:], 0.0)
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_unrolled_while_loop_and_static_teacher_forcing_agree(attention):
+    """The three teacher-forcing graphs (static length, dynamic length unrolled with conds, tf.while_loop)."""
+    model = _model(attention, unroll_steps=8)
+    a, seed = _annotations(), tf.constant([4, 2])
+    spec = [tf.TensorSpec([None, L, D], tf.float32), tf.TensorSpec([None, None], tf.int32)]
+
+    def run(annotations, tokens):
+        out = model.teacher_forcing(annotations, tokens, training=True, seed=seed,
+                                    use_expected=tf.constant(False) if model.is_hard else None)
+        return out, model.loss_terms(out, sampled=model.is_hard)
+
+    static = run(a, TOKENS)
+    dynamic_unrolled = tf.function(run, input_signature=spec)(a, TOKENS)
+    model.unroll_steps = 0
+    looped = tf.function(run, input_signature=spec)(a, TOKENS)
+    for other in (dynamic_unrolled, looped):
+        for name in static[0]:
+            np.testing.assert_allclose(other[0][name], static[0][name], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(other[1]["loss"], static[1]["loss"], rtol=1e-5)
+    model.unroll_steps = 3
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unroll_steps"):
+        tf.function(run, input_signature=spec)(a, TOKENS)
