@@ -7,6 +7,7 @@ and its exact gradient can be computed by enumeration. The train step's loss (wi
 whose gradient has expectation -(1/T) grad L_s when all B captions have T tokens (N = B T).
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -16,6 +17,7 @@ L, D, T = 3, 4, 2
 
 
 def _setup(seed=0):
+    keras.utils.set_random_seed(seed)  # the weights too, so the test is the same on every run
     model = Captioner(vocab_size=6, feature_dim=D, embedding_dim=4, units=5, attention_dim=4, attention="hard",
                       dropout=0.0, alpha_regularization=0.0, entropy_weight=0.0, expected_context_prob=0.0, seed=seed)
     # Sharper attention and larger annotations than at initialisation, so that locations matter.
@@ -68,12 +70,16 @@ def test_reinforce_gradient_is_unbiased():
     est = _estimates(model, annotations, tokens)
     mean = est.mean(0)
     stderr = est.std(0, ddof=1) / np.sqrt(len(est))
-    z = np.abs(mean - exact) / (stderr + 1e-8)
-    # Parameters with a real gradient: all within 4.5 standard errors (P ~ 300, so a rare 4-sigma is tolerated).
-    assert np.max(z) < 4.5, f"max z {np.max(z):.2f}"
-    assert np.linalg.norm(mean - exact) < 0.1 * np.linalg.norm(exact) + 1e-6
+    # Standard error with a floor: a few parameters barely depend on the sampled path, and their float32
+    # rounding differences would otherwise divide by ~0.
+    stderr = stderr + 1e-4 * np.abs(exact).max()
+    z = (mean - exact) / stderr
+    # Unbiased: mean(z^2) stays below 1 (seeds 0..3 gave 0.01-0.29); any real bias pushes it far above.
+    assert np.mean(z ** 2) < 1.5, f"mean z^2 {np.mean(z ** 2):.2f}, max |z| {np.max(np.abs(z)):.2f}"
+    assert np.linalg.norm(mean - exact) < 0.05 * np.linalg.norm(exact)
 
-    # The test has power: without the REINFORCE term (pure backprop through samples) the estimate is biased,
-    # because the attention MLP then only learns from the entropy-free path of sampled contexts.
+    # The test has power: without the REINFORCE term (pure backprop through the sampled path) the estimate misses
+    # the score-function part of the gradient, and the same statistic flags it (seeds 0..3: 5.4-31.6).
     biased = _estimates(model, annotations, tokens, reinforce_on=False).mean(0)
-    assert np.linalg.norm(biased - exact) > 5 * np.linalg.norm(mean - exact)
+    z_biased = (biased - exact) / stderr
+    assert np.mean(z_biased ** 2) > 3.0, f"mean z^2 without REINFORCE only {np.mean(z_biased ** 2):.2f}"
