@@ -166,7 +166,6 @@ def test_beam_of_one_equals_greedy_and_records_alphas(attention):
     model = _model(attention, seed=2)
     a = _annotations(batch=3, seed=4)
     greedy = model.generate(a, beam_size=1, max_length=7)
-    beam = model.decode(a, beam_size=1, max_length=7)  # greedy path of decode
     from sat_tf.decoding.beam_search import beam_search
     state, step_fn = model.decode_step_fn(a, beam_size=1)
     c = model.model_config
