@@ -1,0 +1,9 @@
+"""Caption text: normalisation, tokenisation and the vocabulary file (one format for training, decoding,
+evaluation and export)."""
+
+from sat_tf.text.vocabulary import (END, END_ID, PAD, PAD_ID, SPECIAL_TOKENS, START, START_ID, UNK, UNK_ID,
+                                    Vocabulary, VocabularyTable, normalize_caption, normalize_captions,
+                                    tokenize_caption, tokenize_captions)
+
+__all__ = ["END", "END_ID", "PAD", "PAD_ID", "SPECIAL_TOKENS", "START", "START_ID", "UNK", "UNK_ID", "Vocabulary",
+           "VocabularyTable", "normalize_caption", "normalize_captions", "tokenize_caption", "tokenize_captions"]
