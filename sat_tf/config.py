@@ -90,6 +90,9 @@ class TrainConfig:
         seed: int. Seed of every random draw (initialisers, dropout, sampling, shuffling).
         max_length: int. Longest caption, in tokens without start/end, used at decoding time.
         beam_size: int. Beam width for evaluation and captioning.
+        patience: int. Early stopping: stop after this many epochs without a better dev BLEU-4 (the paper's
+            criterion); 0 switches early stopping off.
+        keep_checkpoints: int. Epoch checkpoints kept for resuming (the best model is kept apart).
     """
 
     batch_size: int = 64
@@ -101,6 +104,8 @@ class TrainConfig:
     seed: int = 0
     max_length: int = 20
     beam_size: int = 3
+    patience: int = 3
+    keep_checkpoints: int = 2
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "max_length", "beam_size"):
@@ -108,6 +113,55 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate!r}")
+
+
+DATASETS = ("scenes", "flickr8k", "coco", "karpathy")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the captions come from and how they become features and token ids.
+
+    Args:
+        dataset: str. Reader: "scenes" (the embedded synthetic default), "flickr8k", "coco" or "karpathy".
+        data_dir: str. Dataset root on disk ("" for scenes: generated inside the work dir).
+        features_dir: str. Where the TFRecord shards and manifest go ("" = `<workdir>/features`).
+        encoder: str. A name in `sat_tf.models.encoder.ENCODERS`.
+        encoder_layer: str. Feature layer of that encoder ("" = its default, the 14x14 grid).
+        image_size: int. Images are resized to image_size x image_size before the encoder.
+        min_count: int. Words seen fewer times in the training captions map to <unk>.
+        max_vocab: int. Cap on the vocabulary size, special tokens included (paper, COCO: 10,000).
+        max_caption_length: int. Training captions are cut to this many words (the <end> token is kept).
+        shard_size: int. Images per TFRecord shard.
+        train_split: str. Split trained on.
+        eval_split: str. Split scored for early stopping and by `evaluate` ("val" = Flickr8k's dev split).
+        eval_images: int. Images of eval_split decoded after each epoch (0 = all).
+        coco_annotations: str. COCO only: the captions_*.json file.
+    """
+
+    dataset: str = "scenes"
+    data_dir: str = ""
+    features_dir: str = ""
+    encoder: str = "efficientnet_lite0"
+    encoder_layer: str = ""
+    image_size: int = 224
+    min_count: int = 5
+    max_vocab: int = 10000
+    max_caption_length: int = 20
+    shard_size: int = 256
+    train_split: str = "train"
+    eval_split: str = "val"
+    eval_images: int = 0
+    coco_annotations: str = ""
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"DataConfig.dataset must be one of {DATASETS}, got {self.dataset!r}")
+        for name in ("image_size", "min_count", "max_vocab", "max_caption_length", "shard_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"DataConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.eval_images < 0:
+            raise ValueError(f"DataConfig.eval_images must be >= 0, got {self.eval_images!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -148,6 +202,8 @@ def load_config(path: str) -> dict[str, Any]:
         out["model"] = config_from_dict(ModelConfig, payload["model"])
     if "train" in payload:
         out["train"] = config_from_dict(TrainConfig, payload["train"])
+    if "data" in payload:
+        out["data"] = config_from_dict(DataConfig, payload["data"])
     return out
 
 

@@ -1,0 +1,225 @@
+"""Streaming tf.data input from feature shards: training (one example per caption) and evaluation (one per image).
+
+Training pipeline, per epoch:
+
+    shard files (shuffled by seed + epoch; per worker under tf.distribute where there are enough shards)
+      ▸ interleave TFRecord readers ▸ parse (pipelines.tfrecord) ▸ one example per caption
+      ▸ shuffle (buffer of examples, seed + epoch) ▸ batches of captions of the SAME length (paper sec. 4.3:
+        "we build a dictionary mapping the length of a sentence to the corresponding subset of captions" and
+        sample minibatches of one length; here per-length buckets of `bucket_by_sequence_length`)
+      ▸ padding to the batch's length ▸ prefetch (AUTOTUNE)
+
+Memory is bounded by the shuffle buffer and the buckets, never by the dataset size. Batches per epoch do not
+depend on the shuffle order (each length bucket yields ceil(n / B) batches), so `steps_per_epoch` is computed
+from the manifest's length histogram, and a resumed run replays exactly the epochs it has not finished.
+
+Before any shard is read, `check_features` compares every shard's size (and by default its sha256) with the
+manifest: a truncated or corrupt shard is reported by name instead of surfacing as a DataLossError mid-epoch.
+
+Shapes: B batch, L locations, D depth, T tokens (<start> ... <end>, padded), N captions of an image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from typing import Sequence
+
+import tensorflow as tf
+
+from sat_tf.pipelines import tfrecord
+from sat_tf.pipelines.extract import MANIFEST, VOCAB
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class FeatureError(ValueError):
+    """Feature shards that cannot be used as they are (missing, truncated, corrupt, from another setup)."""
+
+
+def load_manifest(features_dir: str) -> dict:
+    """Reads `features_dir/manifest.json` with a clear error where it is missing or not JSON."""
+    path = os.path.join(features_dir, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise FeatureError(f"{path} not found: extract features first (python -m sat_tf.pipelines.extract), or "
+                           f"the extraction did not finish (rerun it to resume)") from None
+    except json.JSONDecodeError as e:
+        raise FeatureError(f"{path} is not valid JSON: {e}") from e
+    if manifest.get("format") != tfrecord.FORMAT:
+        raise FeatureError(f"{path}: format {manifest.get('format')!r} is not {tfrecord.FORMAT!r}")
+    return manifest
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_features(features_dir: str, split: str, *, manifest: dict | None = None,
+                   vocabulary_checksum: str | None = None, feature_shape: Sequence[int] | None = None,
+                   verify: str = "sha256") -> list[str]:
+    """The split's shard paths, after checking them against the manifest; raises FeatureError naming the file.
+
+    Args:
+        features_dir: str. Directory with manifest.json and shards.
+        split: str. "train", "val", ...
+        manifest: dict or None. Already loaded manifest.
+        vocabulary_checksum: str or None. The vocabulary the model uses; must be the shards' vocabulary.
+        feature_shape: (L, D) or None. What the model expects.
+        verify: "sha256" (hash every shard: a flipped byte is caught), "size" (only the byte count: a truncated
+            shard is caught) or "none".
+    """
+    manifest = manifest or load_manifest(features_dir)
+    where = os.path.join(features_dir, MANIFEST)
+    if split not in manifest["splits"]:
+        raise FeatureError(f"{where} has no {split!r} split; it has {sorted(manifest['splits'])}")
+    if vocabulary_checksum is not None and manifest["vocabulary"]["checksum"] != vocabulary_checksum:
+        raise FeatureError(f"{where}: the shards were encoded with vocabulary {manifest['vocabulary']['checksum'][:12]}"
+                           f"..., the model uses {vocabulary_checksum[:12]}... (another vocab.txt)")
+    if feature_shape is not None and list(manifest["feature_shape"]) != list(feature_shape):
+        raise FeatureError(f"{where}: features are {tuple(manifest['feature_shape'])} (encoder "
+                           f"{manifest['encoder']['name']}/{manifest['encoder']['layer']}), the model expects "
+                           f"{tuple(feature_shape)}")
+    paths = []
+    for shard in manifest["splits"][split]["shards"]:
+        path = os.path.join(features_dir, shard["file"])
+        if not os.path.exists(path):
+            raise FeatureError(f"shard {path} listed in {where} is missing")
+        if verify != "none":
+            size = os.path.getsize(path)
+            if size != shard["bytes"]:
+                raise FeatureError(f"shard {path} is {size} bytes, the manifest says {shard['bytes']}: truncated or "
+                                   f"damaged; delete it and rerun the extraction to rewrite it")
+        if verify == "sha256" and _sha256(path) != shard["sha256"]:
+            raise FeatureError(f"shard {path} does not match its sha256 in {where}: corrupt; delete it and rerun "
+                               f"the extraction to rewrite it")
+        paths.append(path)
+    if not paths:
+        raise FeatureError(f"{where}: the {split!r} split has no shards")
+    return paths
+
+
+def length_boundaries(max_caption_length: int) -> list[int]:
+    """Bucket boundaries giving one bucket per token length 3 .. max_caption_length + 2 (sec. 4.3)."""
+    return list(range(4, max_caption_length + 3))
+
+
+def steps_per_epoch(manifest: dict, split: str, batch_size: int, num_replicas_in_sync: int = 1) -> int:
+    """Batches per epoch of `training_dataset`: sum over lengths of ceil(captions of that length / B)."""
+    del num_replicas_in_sync  # the global batch is what fit/strategy loops count
+    histogram = manifest["splits"][split]["length_histogram"]
+    return sum(math.ceil(int(count) / batch_size) for count in histogram.values())
+
+
+def _files_dataset(files: Sequence[str], seed, input_context) -> tf.data.Dataset:
+    """The shard paths of this input pipeline, in an order shuffled by `seed` (a tf.int64 scalar)."""
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if input_context is not None and input_context.num_input_pipelines > 1 \
+            and len(files) >= input_context.num_input_pipelines:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+
+
+def _captions_of(example: dict) -> tf.data.Dataset:
+    """One image's record -> one element per caption: annotations (L, D) with that caption's tokens (T,)."""
+    n = tf.shape(example["lengths"])[0]
+    return tf.data.Dataset.from_tensor_slices({
+        "annotations": tf.repeat(example["annotations"][None], n, axis=0),  # (N, L, D)
+        "tokens": example["tokens"],  # (N, T)
+        "length": example["lengths"],  # (N,)
+    })
+
+
+def training_dataset(features_dir: str, batch_size: int, *, split: str = "train", epoch: int = 0, seed: int = 0,
+                     shuffle_buffer: int = 8192, deterministic: bool = True, input_context=None,
+                     manifest: dict | None = None, vocabulary_checksum: str | None = None,
+                     feature_shape: Sequence[int] | None = None, verify: str = "sha256",
+                     dtype: tf.DType = tf.float32, num_epochs: int = 1) -> tf.data.Dataset:
+    """Shuffled same-length batches {"annotations": (B, L, D), "tokens": (B, T)} for `num_epochs` epochs.
+
+    Args:
+        features_dir: str. The extraction output.
+        batch_size: int. Global batch size; under tf.distribute, `input_context` turns it into the per-replica one.
+        split: str. Split to train on.
+        epoch: int. First epoch to produce: epoch e is shuffled with seed + e, so a resumed run gets the same data
+            order as an uninterrupted one.
+        seed: int. Base seed.
+        shuffle_buffer: int. Examples (captions) in the shuffle buffer: the memory bound.
+        deterministic: bool. Same order on every run (the default); False lets tf.data reorder for speed.
+        input_context: tf.distribute.InputContext or None. Per-worker file sharding where there are at least as
+            many shards as input pipelines (else every worker reads everything and takes its own examples).
+        manifest, vocabulary_checksum, feature_shape, verify: see `check_features`.
+        dtype: annotations dtype in the batches.
+        num_epochs: int. Epochs epoch .. epoch + num_epochs - 1, one after the other.
+    """
+    manifest = manifest or load_manifest(features_dir)
+    files = check_features(features_dir, split, manifest=manifest, vocabulary_checksum=vocabulary_checksum,
+                           feature_shape=feature_shape, verify=verify)
+    shape = tuple(manifest["feature_shape"])
+    per_replica = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
+    shard_by_example = (input_context is not None and input_context.num_input_pipelines > 1
+                        and len(files) < input_context.num_input_pipelines)
+    boundaries = length_boundaries(int(manifest["max_caption_length"]))
+
+    def one_epoch(e):
+        epoch_seed = tf.cast(seed, tf.int64) * 1000003 + e
+        ds = _files_dataset(files, epoch_seed, input_context)
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
+                           num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.map(lambda s: tfrecord.parse_example(s, shape, dtype), num_parallel_calls=AUTOTUNE,
+                    deterministic=deterministic)
+        ds = ds.flat_map(_captions_of)
+        if shard_by_example:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        ds = ds.bucket_by_sequence_length(
+            lambda x: x["length"], bucket_boundaries=boundaries,
+            bucket_batch_sizes=[per_replica] * (len(boundaries) + 1), drop_remainder=False,
+            pad_to_bucket_boundary=False)
+        return ds.map(_trim, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+    epochs = tf.data.Dataset.range(epoch, epoch + num_epochs)
+    ds = epochs.flat_map(one_epoch)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    ds = ds.with_options(options)
+    return ds.prefetch(AUTOTUNE)
+
+
+def _trim(batch: dict) -> dict:
+    """Drops the `length` helper and padding columns beyond the batch's longest caption."""
+    longest = tf.reduce_max(batch["length"])
+    return {"annotations": batch["annotations"], "tokens": batch["tokens"][:, :longest]}  # (B, L, D), (B, T)
+
+
+def evaluation_dataset(features_dir: str, batch_size: int, *, split: str = "val", limit: int = 0,
+                       manifest: dict | None = None, vocabulary_checksum: str | None = None,
+                       feature_shape: Sequence[int] | None = None, verify: str = "sha256",
+                       dtype: tf.DType = tf.float32) -> tf.data.Dataset:
+    """Images in file order, batched: {"image_id": (B,), "image_path": (B,), "annotations": (B, L, D),
+    "captions": (B, N) (padded with b"" where an image has fewer captions)}; `limit` > 0 keeps the first images."""
+    manifest = manifest or load_manifest(features_dir)
+    files = check_features(features_dir, split, manifest=manifest, vocabulary_checksum=vocabulary_checksum,
+                           feature_shape=feature_shape, verify=verify)
+    shape = tuple(manifest["feature_shape"])
+    ds = tf.data.TFRecordDataset(files)
+    if limit:
+        ds = ds.take(limit)
+    ds = ds.map(lambda s: tfrecord.parse_example(s, shape, dtype), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x: {k: x[k] for k in ("image_id", "image_path", "annotations", "captions")})
+    ds = ds.padded_batch(batch_size, padding_values={"image_id": b"", "image_path": b"",
+                                                     "annotations": tf.constant(0, dtype), "captions": b""})
+    return ds.prefetch(AUTOTUNE)
+
+
+def vocabulary_path(features_dir: str) -> str:
+    """The vocab.txt written beside the shards."""
+    return os.path.join(features_dir, VOCAB)

@@ -1,0 +1,326 @@
+"""Images -> encoder -> sharded TFRecord features, resumable, in constant memory.
+
+`extract_features` walks the records split by split in fixed shards of `shard_size` images (shard k of a split
+always holds records [k * shard_size, (k + 1) * shard_size), so the plan does not depend on what was done before).
+Each shard is written to a temporary name, hashed, described by a small JSON sidecar, and only then renamed to
+its final name: a killed run leaves at most a temporary file, which the next run deletes, and a file with a
+final name is always complete. A rerun skips every finished shard, so it resumes where the killed run stopped
+and ends with the same bytes as an uninterrupted run.
+
+Images that cannot be used are skipped and counted with the reason (see `sat_tf.images`): the run never stops
+for one bad photo. `manifest.json` (written last, atomically) records the encoder, the feature shape, the
+vocabulary checksum, per-split counts and shard hashes, the caption-length histogram (to size epochs exactly),
+and every skipped image with its reason.
+
+Decoding runs in a thread pool (Pillow releases the GIL) while the encoder runs on the previous batch.
+
+Shapes: B batch, S image side, L locations, D depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from sat_tf.images import ImageError, load_and_resize
+from sat_tf.pipelines import tfrecord
+from sat_tf.pipelines.sources.record import CaptionRecord
+from sat_tf.text.vocabulary import Vocabulary
+
+MANIFEST = "manifest.json"
+VOCAB = "vocab.txt"
+_SIDECAR = ".json"
+_TMP = ".tmp"
+
+
+@dataclasses.dataclass
+class _ShardResult:
+    """What one finished shard holds; stored as its sidecar JSON."""
+
+    file: str
+    split: str
+    images: int
+    captions: int
+    bytes: int
+    sha256: str
+    length_histogram: dict[str, int]
+    skipped: list[dict[str, str]]
+    encoder: dict
+    vocabulary_checksum: str
+    max_caption_length: int
+
+
+class Progress:
+    """A one-line progress bar with images/sec, written to `stream` (stderr by default)."""
+
+    def __init__(self, total: int, label: str = "extract", stream=None, every: float = 0.5):
+        self.total, self.label, self.stream, self.every = total, label, stream or sys.stderr, every
+        self.done = self.skipped = 0
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int = 0, skipped: int = 0, force: bool = False) -> None:
+        self.done += done
+        self.skipped += skipped
+        now = time.perf_counter()
+        if force or now - self.last >= self.every or self.done >= self.total:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            self.stream.write(f"\r{self.label} [{'=' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                              f"images  {rate:6.1f} img/s  skipped {self.skipped}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        self.update(force=True)
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: str, payload) -> None:
+    """Writes JSON atomically: a temporary name, fsync, then rename."""
+    tmp = path + _TMP
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def plan_shards(records: Sequence[CaptionRecord], shard_size: int) -> list[tuple[str, list[CaptionRecord]]]:
+    """(final file name, records) for every shard, split by split in first-seen split order."""
+    by_split: dict[str, list[CaptionRecord]] = collections.OrderedDict()
+    for record in records:
+        by_split.setdefault(record.split, []).append(record)
+    plan = []
+    for split, items in by_split.items():
+        count = (len(items) + shard_size - 1) // shard_size
+        for index in range(count):
+            plan.append((tfrecord.shard_name(split, index, count), items[index * shard_size:(index + 1) * shard_size]))
+    return plan
+
+
+def extract_features(records: Sequence[CaptionRecord], encoder: Callable, encoder_info: dict, vocabulary: Vocabulary,
+                     out_dir: str, *, max_caption_length: int = 20, shard_size: int = 256, batch_size: int = 32,
+                     num_threads: int = 4, progress: bool = True, reader_report: dict | None = None,
+                     load_image: Callable[[str, int], np.ndarray] | None = None,
+                     stop_after_shards: int | None = None, extra: dict | None = None) -> dict:
+    """Writes the feature shards and manifest of `records` into `out_dir`; resumes a killed run.
+
+    Args:
+        records: the images with their captions and splits (a reader's output).
+        encoder: callable images uint8 (B, S, S, 3) -> annotations (B, L, D) (a `build_encoder` model).
+        encoder_info: `EncoderSpec.to_dict()`; needs "image_size"; recorded in the manifest and checked on resume.
+        vocabulary: encodes the captions into the `tokens` feature; its checksum goes into the manifest.
+        out_dir: str. Created if needed; `vocab.txt` is written there too.
+        max_caption_length: int. Words kept per caption (T = max_caption_length + 2 tokens).
+        shard_size: int. Images per shard.
+        batch_size: int. Images per encoder call.
+        num_threads: int. Image-decoding threads.
+        progress: bool. Print a progress bar to stderr.
+        reader_report: dict or None. The reader's problem counts, copied into the manifest.
+        load_image: (path, size) -> uint8 (S, S, 3); default `sat_tf.images.load_and_resize` (raises ImageError).
+        stop_after_shards: int or None. Stop after writing this many new shards (tests simulate a killed run).
+        extra: dict or None. More top-level manifest entries (the dataset name, vocabulary settings).
+
+    Returns:
+        The manifest (also written to `out_dir/manifest.json`); None-free and JSON-ready.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    load_image = load_image or load_and_resize
+    size = int(encoder_info["image_size"])
+    checksum = vocabulary.checksum()
+    vocab_path = os.path.join(out_dir, VOCAB)
+    if os.path.exists(vocab_path):
+        if Vocabulary.load(vocab_path).checksum() != checksum:
+            raise ValueError(f"{out_dir} holds features made with another vocabulary ({vocab_path}); use an empty "
+                             f"directory or delete it to re-extract")
+    else:
+        vocabulary.save(vocab_path)
+    for stale in glob.glob(os.path.join(out_dir, "*" + _TMP)):
+        os.remove(stale)  # a killed run's half-written shard or sidecar
+
+    plan = plan_shards(records, shard_size)
+    todo = [(name, items) for name, items in plan if not _finished(out_dir, name, encoder_info, checksum,
+                                                                   max_caption_length)]
+    bar = Progress(sum(len(items) for _, items in todo), label="extract") if progress and todo else None
+    written = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=num_threads) as pool:
+        for name, items in todo:
+            if stop_after_shards is not None and written >= stop_after_shards:
+                if bar:
+                    bar.close()
+                return {}
+            _write_shard(out_dir, name, items, encoder, encoder_info, vocabulary, max_caption_length, size,
+                         batch_size, pool, load_image, bar)
+            written += 1
+    if bar:
+        bar.close()
+    manifest = _manifest(out_dir, plan, encoder_info, vocabulary, max_caption_length, shard_size, reader_report)
+    manifest.update(extra or {})
+    write_json(os.path.join(out_dir, MANIFEST), manifest)
+    return manifest
+
+
+def _finished(out_dir: str, name: str, encoder_info: dict, checksum: str, max_caption_length: int) -> bool:
+    path = os.path.join(out_dir, name)
+    sidecar = path + _SIDECAR
+    if not (os.path.exists(path) and os.path.exists(sidecar)):
+        return False
+    with open(sidecar, encoding="utf-8") as f:
+        info = json.load(f)
+    if info["encoder"] != encoder_info or info["vocabulary_checksum"] != checksum \
+            or info["max_caption_length"] != max_caption_length:
+        raise ValueError(f"{path} was extracted with another encoder, vocabulary or max_caption_length; use an "
+                         f"empty directory or delete the old shards to re-extract")
+    if os.path.getsize(path) != info["bytes"]:
+        os.remove(path)  # damaged after it was written: redo it
+        return False
+    return True
+
+
+def _write_shard(out_dir, name, items, encoder, encoder_info, vocabulary, max_caption_length, size, batch_size,
+                 pool, load_image, bar) -> None:
+    path = os.path.join(out_dir, name)
+    tmp = path + _TMP
+    skipped: list[dict[str, str]] = []
+    lengths: collections.Counter = collections.Counter()
+    images = captions = 0
+
+    def decode(record: CaptionRecord):
+        try:
+            return load_image(record.image_path, size), None
+        except ImageError as e:
+            return None, e.reason
+        except Exception as e:  # noqa: BLE001 - an unexpected decoder failure must not stop the run either
+            return None, f"unexpected {type(e).__name__}: {e}"
+
+    with tf.io.TFRecordWriter(tmp) as writer:
+        decoded = pool.map(decode, items)
+        batch: list[tuple[CaptionRecord, np.ndarray]] = []
+
+        def flush():
+            nonlocal images, captions
+            if not batch:
+                return
+            pixels = np.stack([image for _, image in batch])  # (B, S, S, 3)
+            feats = np.asarray(encoder(pixels))  # (B, L, D)
+            for (record, _), annotations in zip(batch, feats):
+                if not np.all(np.isfinite(annotations)):
+                    skipped.append({"image_id": record.image_id, "path": record.image_path,
+                                    "reason": "non-finite features from the encoder"})
+                    continue
+                tokens = vocabulary.encode(list(record.captions), max_caption_length)  # (N, T)
+                writer.write(tfrecord.serialize_example(record.image_id, record.image_path, record.split,
+                                                        annotations, list(record.captions), tokens))
+                lengths.update(str(int(n)) for n in (tokens != 0).sum(axis=1))
+                images += 1
+                captions += len(record.captions)
+            if bar:
+                bar.update(done=len(batch))
+            batch.clear()
+
+        for record, (image, reason) in zip(items, decoded):
+            if image is None:
+                skipped.append({"image_id": record.image_id, "path": record.image_path, "reason": reason})
+                if bar:
+                    bar.update(done=1, skipped=1)
+                continue
+            batch.append((record, image))
+            if len(batch) == batch_size:
+                flush()
+        flush()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    result = _ShardResult(file=name, split=items[0].split, images=images, captions=captions,
+                          bytes=os.path.getsize(tmp), sha256=_sha256(tmp), length_histogram=dict(lengths),
+                          skipped=skipped, encoder=encoder_info, vocabulary_checksum=vocabulary.checksum(),
+                          max_caption_length=max_caption_length)
+    write_json(path + _SIDECAR, dataclasses.asdict(result))  # sidecar first: a final-named shard always has one
+    os.replace(tmp, path)
+
+
+def _manifest(out_dir, plan, encoder_info, vocabulary, max_caption_length, shard_size, reader_report) -> dict:
+    splits: dict[str, dict] = {}
+    skipped: list[dict[str, str]] = []
+    for name, _ in plan:
+        with open(os.path.join(out_dir, name + _SIDECAR), encoding="utf-8") as f:
+            info = json.load(f)
+        split = splits.setdefault(info["split"], {"images": 0, "captions": 0, "shards": [],
+                                                  "length_histogram": collections.Counter()})
+        split["images"] += info["images"]
+        split["captions"] += info["captions"]
+        split["length_histogram"].update(info["length_histogram"])
+        split["shards"].append({k: info[k] for k in ("file", "images", "captions", "bytes", "sha256")})
+        skipped.extend(dict(item, split=info["split"]) for item in info["skipped"])
+    for split in splits.values():
+        split["length_histogram"] = dict(sorted(split["length_histogram"].items(), key=lambda kv: int(kv[0])))
+    reasons = collections.Counter(item["reason"].split(" (")[0] for item in skipped)
+    return {
+        "format": tfrecord.FORMAT,
+        "encoder": encoder_info,
+        "feature_shape": [int(encoder_info["num_locations"]), int(encoder_info["feature_dim"])],
+        "feature_dtype": "float16",
+        "vocabulary": {"file": VOCAB, "size": len(vocabulary), "checksum": vocabulary.checksum()},
+        "max_caption_length": max_caption_length,
+        "shard_size": shard_size,
+        "splits": splits,
+        "skipped": skipped,
+        "skipped_counts": dict(reasons),
+        "reader_report": reader_report or {},
+    }
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """`python -m sat_tf.pipelines.extract`: read a dataset, build the vocabulary, extract features."""
+    from sat_tf.config import DataConfig
+    from sat_tf.pipelines.prepare import prepare_features
+
+    parser = argparse.ArgumentParser(prog="python -m sat_tf.pipelines.extract", description=main.__doc__)
+    parser.add_argument("--dataset", required=True, choices=["scenes", "flickr8k", "coco", "karpathy"])
+    parser.add_argument("--data-dir", default="")
+    parser.add_argument("--out", required=True, help="features directory (shards, manifest.json, vocab.txt)")
+    parser.add_argument("--encoder", default=DataConfig.encoder)
+    parser.add_argument("--layer", default="", help="feature layer (default: the encoder's 14x14 layer)")
+    parser.add_argument("--image-size", type=int, default=DataConfig.image_size)
+    parser.add_argument("--min-count", type=int, default=DataConfig.min_count)
+    parser.add_argument("--max-vocab", type=int, default=DataConfig.max_vocab)
+    parser.add_argument("--max-caption-length", type=int, default=DataConfig.max_caption_length)
+    parser.add_argument("--shard-size", type=int, default=DataConfig.shard_size)
+    parser.add_argument("--coco-annotations", default="")
+    args = parser.parse_args(argv)
+    config = DataConfig(dataset=args.dataset, data_dir=args.data_dir, features_dir=args.out, encoder=args.encoder,
+                        encoder_layer=args.layer, image_size=args.image_size, min_count=args.min_count,
+                        max_vocab=args.max_vocab, max_caption_length=args.max_caption_length,
+                        shard_size=args.shard_size, coco_annotations=args.coco_annotations)
+    manifest = prepare_features(config, args.out)
+    for split, info in manifest["splits"].items():
+        print(f"{split}: {info['images']} images, {info['captions']} captions, {len(info['shards'])} shards")
+    print(f"skipped: {len(manifest['skipped'])} {manifest['skipped_counts']}")
+    print(f"manifest: {os.path.join(args.out, MANIFEST)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

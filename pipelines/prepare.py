@@ -1,0 +1,113 @@
+"""From a `DataConfig` to training-ready features: read the dataset, build the vocabulary, extract the shards.
+
+`prepare_features(config, features_dir)` is what `python -m sat_tf.train` and `python -m sat_tf.pipelines.extract`
+both call. It is idempotent: when `features_dir/manifest.json` already describes the same encoder and vocabulary
+settings, it returns that manifest without touching an image; when shards are missing (a killed run), extraction
+resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from sat_tf.config import DataConfig
+from sat_tf.pipelines.extract import MANIFEST, VOCAB, extract_features
+from sat_tf.pipelines.sources.record import CaptionRecord, ReadReport
+from sat_tf.text.vocabulary import Vocabulary
+
+
+def scenes_dir(config: DataConfig, features_dir: str) -> str:
+    """Where the embedded scenes are generated: data_dir if given, else `<features_dir>/scenes`."""
+    return config.data_dir or os.path.join(features_dir, "scenes")
+
+
+def read_dataset(config: DataConfig, features_dir: str = "") -> tuple[list[CaptionRecord], ReadReport]:
+    """Runs the reader that `config.dataset` names (generating the embedded scenes first when needed)."""
+    if config.dataset == "scenes":
+        from sat_tf.pipelines.sources import scenes
+
+        root = scenes_dir(config, features_dir)
+        scenes.write_scenes(root)
+        return scenes.read_scenes(root)
+    if not config.data_dir:
+        raise ValueError(f"--data-dir is required for the {config.dataset} dataset")
+    if not os.path.isdir(config.data_dir):
+        raise FileNotFoundError(f"data dir {config.data_dir} does not exist")
+    if config.dataset == "flickr8k":
+        from sat_tf.pipelines.sources import read_flickr8k
+
+        return read_flickr8k(config.data_dir)
+    if config.dataset == "coco":
+        from sat_tf.pipelines.sources import read_coco
+
+        if not config.coco_annotations:
+            raise ValueError("the coco dataset needs --coco-annotations (a captions_*.json file)")
+        records, report = read_coco(config.coco_annotations, config.data_dir, split=config.train_split)
+        return records, report
+    from sat_tf.pipelines.sources import read_karpathy
+
+    candidates = [os.path.join(config.data_dir, name) for name in
+                  ("dataset_coco.json", "dataset_flickr8k.json", "dataset_flickr30k.json")]
+    found = [path for path in candidates if os.path.exists(path)]
+    if not found:
+        raise FileNotFoundError(f"no dataset_*.json Karpathy split file in {config.data_dir}")
+    return read_karpathy(found[0], config.data_dir)
+
+
+def encoder_info(config: DataConfig, weights: str = "imagenet") -> dict:
+    """The manifest's description of the encoder the config names."""
+    from sat_tf.models.encoder import encoder_spec
+
+    return encoder_spec(config.encoder, config.encoder_layer or None, weights, config.image_size).to_dict()
+
+
+def _matches(manifest: dict, config: DataConfig, info: dict) -> bool:
+    return (manifest.get("encoder") == info and manifest.get("max_caption_length") == config.max_caption_length
+            and manifest.get("vocabulary_settings") == _vocab_settings(config))
+
+
+def _vocab_settings(config: DataConfig) -> dict:
+    return {"min_count": config.min_count, "max_vocab": config.max_vocab, "train_split": config.train_split}
+
+
+def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "imagenet", batch_size: int = 32,
+                     progress: bool = True) -> dict:
+    """Reads, builds the vocabulary from the training split, extracts; returns the manifest (see extract.py).
+
+    Args:
+        config: DataConfig. Dataset, encoder and vocabulary settings.
+        features_dir: str. Output directory (shards, manifest.json, vocab.txt).
+        weights: encoder weights ("imagenet" works offline for efficientnet_lite0; None = random, for tests).
+        batch_size: int. Images per encoder call.
+        progress: bool. Print the progress bar.
+    """
+    info = encoder_info(config, weights if weights is not None else "random")
+    manifest_path = os.path.join(features_dir, MANIFEST)
+    if os.path.exists(manifest_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        if _matches(manifest, config, info):
+            return manifest
+    records, report = read_dataset(config, features_dir)
+    train_captions = [c for r in records if r.split == config.train_split for c in r.captions]
+    if not train_captions:
+        raise ValueError(f"the {config.dataset} dataset has no captions in the {config.train_split!r} split: "
+                         f"{report.summary()}")
+    vocab_path = os.path.join(features_dir, VOCAB)
+    vocabulary = Vocabulary.build(train_captions, min_count=config.min_count, max_size=config.max_vocab)
+    if os.path.exists(vocab_path) and Vocabulary.load(vocab_path) != vocabulary:
+        raise ValueError(f"{vocab_path} differs from the vocabulary these settings build: the features in "
+                         f"{features_dir} were made with other settings; use another features dir")
+    from sat_tf.models.encoder import build_encoder
+    import tensorflow as tf
+
+    encoder = build_encoder(config.encoder, config.encoder_layer or None, weights=weights,
+                            image_size=config.image_size)
+    run = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
+    manifest = extract_features(records, lambda x: run(tf.convert_to_tensor(x)).numpy(), info, vocabulary,
+                                features_dir, max_caption_length=config.max_caption_length,
+                                shard_size=config.shard_size, batch_size=batch_size, progress=progress,
+                                reader_report=report.counts(),
+                                extra={"dataset": config.dataset, "vocabulary_settings": _vocab_settings(config)})
+    return manifest

@@ -1,0 +1,138 @@
+"""The work directory: the one place where training writes and every later command (evaluate, caption, export)
+reads. Its layout is the contract between them:
+
+    <workdir>/config.json          {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}, written first
+    <workdir>/vocab.txt            the vocabulary file (sat_tf.text.vocabulary), its sha256 in the manifest
+    <workdir>/features/            TFRecord shards + manifest.json (pipelines.extract), unless data.features_dir
+    <workdir>/checkpoints/         tf.train.Checkpoint of model, optimizer and progress, one per epoch (resume)
+    <workdir>/best/                tf.train.Checkpoint of the model with the best dev BLEU-4, + config.json
+    <workdir>/logs/                TensorBoard event files
+    <workdir>/history.json         per-epoch losses and dev scores
+
+Checkpoints are TensorFlow object-based checkpoints: `CheckpointManager` writes them under temporary names and
+updates the `checkpoint` index file last, so a process killed while saving leaves the previous checkpoint as
+the latest one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+import tensorflow as tf
+
+from sat_tf.config import DataConfig, ModelConfig, TrainConfig, load_config, save_config
+from sat_tf.models.captioner import Captioner
+from sat_tf.text.vocabulary import Vocabulary
+
+CONFIG = "config.json"
+VOCAB = "vocab.txt"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+LOGS = "logs"
+HISTORY = "history.json"
+
+
+@dataclasses.dataclass
+class Experiment:
+    """A work dir's configs, vocabulary and (optionally) restored model.
+
+    Args:
+        workdir: str. The directory.
+        model_config, train_config, data_config: the configs from config.json.
+        vocabulary: Vocabulary or None (None before the vocabulary is built).
+        captioner: Captioner or None (set by `load_captioner`).
+        checkpoint_path: str or None. The checkpoint the weights came from.
+    """
+
+    workdir: str
+    model_config: ModelConfig
+    train_config: TrainConfig
+    data_config: DataConfig
+    vocabulary: Vocabulary | None = None
+    captioner: Captioner | None = None
+    checkpoint_path: str | None = None
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.workdir, *parts)
+
+    @property
+    def features_dir(self) -> str:
+        return self.data_config.features_dir or self.path("features")
+
+
+def save_experiment(workdir: str, model_config: ModelConfig, train_config: TrainConfig,
+                    data_config: DataConfig) -> None:
+    """Writes `<workdir>/config.json` (creating the directory)."""
+    os.makedirs(workdir, exist_ok=True)
+    save_config(os.path.join(workdir, CONFIG), model=model_config, train=train_config, data=data_config)
+
+
+def load_experiment(workdir: str) -> Experiment:
+    """Reads config.json and, where present, vocab.txt of a work dir (or of a `best/` directory)."""
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"work dir {workdir} does not exist")
+    configs = load_config(os.path.join(workdir, CONFIG))
+    missing = [k for k in ("model", "train", "data") if k not in configs]
+    if missing:
+        raise ValueError(f"{os.path.join(workdir, CONFIG)} has no {missing} section(s): not a sat_tf work dir")
+    vocabulary = None
+    vocab_path = os.path.join(workdir, VOCAB)
+    if os.path.exists(vocab_path):
+        vocabulary = Vocabulary.load(vocab_path)
+        vocabulary.check_model_config(configs["model"])
+    return Experiment(workdir, configs["model"], configs["train"], configs["data"], vocabulary)
+
+
+def build_captioner(model_config: ModelConfig, seed: int | None = None) -> Captioner:
+    """A Captioner with every weight created (so checkpoints restore into it eagerly)."""
+    return Captioner.from_model_config(model_config, seed=seed)
+
+
+def checkpoint_for(captioner: Captioner, optimizer: keras.optimizers.Optimizer | None = None,
+                   **progress: tf.Variable) -> tf.train.Checkpoint:
+    """The object graph every sat_tf checkpoint uses: `model`, optionally `optimizer` and progress counters."""
+    objects = {"model": captioner}
+    if optimizer is not None:
+        objects["optimizer"] = optimizer
+    objects.update(progress)
+    return tf.train.Checkpoint(**objects)
+
+
+def find_checkpoint(workdir: str, which: str = "best") -> str:
+    """Path prefix of a work dir's checkpoint: "best", "latest", or an explicit checkpoint prefix."""
+    if which in ("best", "latest"):
+        directory = os.path.join(workdir, BEST if which == "best" else CHECKPOINTS)
+        path = tf.train.latest_checkpoint(directory)
+        if path is None and which == "best":
+            path = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINTS))
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint in {directory}: has `python -m sat_tf.train --workdir "
+                                    f"{workdir}` finished an epoch?")
+        return path
+    if not tf.io.gfile.exists(which + ".index"):
+        raise FileNotFoundError(f"checkpoint {which} not found (no {which}.index)")
+    return which
+
+
+def load_captioner(workdir: str, which: str = "best") -> Experiment:
+    """Rebuilds the model from config.json and restores its weights from a checkpoint of the work dir.
+
+    `which`: "best" (the best dev BLEU-4 epoch, falling back to the latest epoch), "latest", or a checkpoint
+    prefix. Returns the Experiment with `captioner`, `vocabulary` and `checkpoint_path` set.
+    """
+    experiment = load_experiment(workdir)
+    if experiment.vocabulary is None:
+        raise FileNotFoundError(f"{os.path.join(workdir, VOCAB)} is missing: the work dir is incomplete")
+    path = find_checkpoint(workdir, which)
+    captioner = build_captioner(experiment.model_config)
+    status = checkpoint_for(captioner).restore(path)
+    status.expect_partial()  # the optimizer and progress counters are not needed here
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(f"checkpoint {path} does not match the model of {workdir}/config.json: {e}") from e
+    experiment.captioner = captioner
+    experiment.checkpoint_path = path
+    return experiment
