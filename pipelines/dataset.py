@@ -120,7 +120,7 @@ def steps_per_epoch(manifest: dict, split: str, batch_size: int, num_replicas_in
 
 
 def _files_dataset(files: Sequence[str], seed, input_context) -> tf.data.Dataset:
-    """The shard paths of this input pipeline, in an order shuffled by `seed` (a tf.int64 scalar)."""
+    """The shard paths of this input pipeline, in an order shuffled by `seed`."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if input_context is not None and input_context.num_input_pipelines > 1 \
             and len(files) >= input_context.num_input_pipelines:
@@ -169,8 +169,8 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
                         and len(files) < input_context.num_input_pipelines)
     boundaries = length_boundaries(int(manifest["max_caption_length"]))
 
-    def one_epoch(e):
-        epoch_seed = tf.cast(seed, tf.int64) * 1000003 + e
+    def one_epoch(e: int) -> tf.data.Dataset:
+        epoch_seed = (int(seed) * 1000003 + e) % (2 ** 63)
         ds = _files_dataset(files, epoch_seed, input_context)
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
                            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
@@ -186,8 +186,9 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
             pad_to_bucket_boundary=False)
         return ds.map(_trim, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
-    epochs = tf.data.Dataset.range(epoch, epoch + num_epochs)
-    ds = epochs.flat_map(one_epoch)
+    ds = one_epoch(epoch)
+    for e in range(epoch + 1, epoch + num_epochs):
+        ds = ds.concatenate(one_epoch(e))
     options = tf.data.Options()
     options.deterministic = deterministic
     ds = ds.with_options(options)

@@ -28,7 +28,11 @@ def read_dataset(config: DataConfig, features_dir: str = "") -> tuple[list[Capti
         from sat_tf.pipelines.sources import scenes
 
         root = scenes_dir(config, features_dir)
-        scenes.write_scenes(root)
+        counts = {"num_train": scenes.DEFAULT_NUM_TRAIN, "num_val": scenes.DEFAULT_NUM_VAL,
+                  "num_test": scenes.DEFAULT_NUM_TEST}
+        if config.max_images:
+            counts = {k: min(v, config.max_images) for k, v in counts.items()}
+        scenes.write_scenes(root, **counts)
         return scenes.read_scenes(root)
     if not config.data_dir:
         raise ValueError(f"--data-dir is required for the {config.dataset} dataset")
@@ -55,6 +59,17 @@ def read_dataset(config: DataConfig, features_dir: str = "") -> tuple[list[Capti
     return read_karpathy(found[0], config.data_dir)
 
 
+def first_per_split(records: list[CaptionRecord], count: int) -> list[CaptionRecord]:
+    """The first `count` records of every split, in reader order."""
+    seen: dict[str, int] = {}
+    kept = []
+    for record in records:
+        seen[record.split] = seen.get(record.split, 0) + 1
+        if seen[record.split] <= count:
+            kept.append(record)
+    return kept
+
+
 def encoder_info(config: DataConfig, weights: str = "imagenet") -> dict:
     """The manifest's description of the encoder the config names."""
     from sat_tf.models.encoder import encoder_spec
@@ -68,7 +83,8 @@ def _matches(manifest: dict, config: DataConfig, info: dict) -> bool:
 
 
 def _vocab_settings(config: DataConfig) -> dict:
-    return {"min_count": config.min_count, "max_vocab": config.max_vocab, "train_split": config.train_split}
+    return {"min_count": config.min_count, "max_vocab": config.max_vocab, "train_split": config.train_split,
+            "max_images": config.max_images, "data_dir": config.data_dir}
 
 
 def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "imagenet", batch_size: int = 32,
@@ -90,6 +106,8 @@ def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "i
         if _matches(manifest, config, info):
             return manifest
     records, report = read_dataset(config, features_dir)
+    if config.max_images:
+        records = first_per_split(records, config.max_images)
     train_captions = [c for r in records if r.split == config.train_split for c in r.captions]
     if not train_captions:
         raise ValueError(f"the {config.dataset} dataset has no captions in the {config.train_split!r} split: "

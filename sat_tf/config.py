@@ -137,6 +137,7 @@ class DataConfig:
         eval_split: str. Split scored for early stopping and by `evaluate` ("val" = Flickr8k's dev split).
         eval_images: int. Images of eval_split decoded after each epoch (0 = all).
         coco_annotations: str. COCO only: the captions_*.json file.
+        max_images: int. Use only the first max_images images of each split (0 = all): smoke runs and tests.
     """
 
     dataset: str = "scenes"
@@ -153,6 +154,7 @@ class DataConfig:
     eval_split: str = "val"
     eval_images: int = 0
     coco_annotations: str = ""
+    max_images: int = 0
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -160,6 +162,8 @@ class DataConfig:
         for name in ("image_size", "min_count", "max_vocab", "max_caption_length", "shard_size"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"DataConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.max_images < 0:
+            raise ValueError(f"DataConfig.max_images must be >= 0, got {self.max_images!r}")
         if self.eval_images < 0:
             raise ValueError(f"DataConfig.eval_images must be >= 0, got {self.eval_images!r}")
 
@@ -224,3 +228,27 @@ def smoke(vocab_size: int = 50, feature_dim: int = 8) -> ModelConfig:
     """A tiny model for tests and CI smoke runs."""
     return ModelConfig(vocab_size=vocab_size, feature_dim=feature_dim, embedding_dim=16, units=32, attention_dim=16,
                        dropout=0.0)
+
+
+def scenes_default() -> tuple[ModelConfig, TrainConfig, DataConfig]:
+    """The no-argument default of `python -m sat_tf.train`: the embedded scenes on 2 CPU cores in a few minutes.
+
+    EfficientNet-Lite0's 14x14x112 stage-5 map (L = 196, the paper's grid size) and a small decoder: the scenes
+    have a ~50-word vocabulary and need no 512-unit LSTM.
+    """
+    model = ModelConfig(vocab_size=64, feature_dim=112, embedding_dim=128, units=256, attention_dim=128,
+                        dropout=0.2)
+    train = TrainConfig(batch_size=32, epochs=6, learning_rate=1e-3, beam_size=3, patience=3, max_length=16)
+    data = DataConfig(dataset="scenes", encoder="efficientnet_lite0", encoder_layer="stage5", min_count=1,
+                      max_caption_length=16, shard_size=256)
+    return model, train, data
+
+
+def flickr8k_default(data_dir: str) -> tuple[ModelConfig, TrainConfig, DataConfig]:
+    """Flickr8k on EfficientNet-Lite0's 7x7x1280 map (the strongest offline encoder features we have)."""
+    model = paper_flickr8k()
+    model = dataclasses.replace(model, units=512, feature_dim=1280)
+    train = TrainConfig(batch_size=64, epochs=10, learning_rate=4e-4, beam_size=3, patience=3)
+    data = DataConfig(dataset="flickr8k", data_dir=data_dir, encoder="efficientnet_lite0", encoder_layer="top",
+                      min_count=5)
+    return model, train, data

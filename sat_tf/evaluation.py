@@ -1,0 +1,137 @@
+"""Scoring a captioner the paper's way: decode a split with batched beam search, never teacher forcing, and score
+with the coco-caption code on the 0-100 scale (`sat_tf.metrics.coco_caption`).
+
+`decode_split` runs the model over `pipelines.dataset.evaluation_dataset` (B images x K beams per call) and
+returns the generated captions with their attention; `evaluate` adds the scores, the COCO results JSON, a metrics
+JSON, and for the embedded scenes dataset the attention-grounding rate (`sat_tf.metrics.grounding`).
+
+Shapes: B images per batch, S decoded steps, L locations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from sat_tf.metrics.coco_caption import CaptionScores, score_captions, write_coco_results
+from sat_tf.pipelines.dataset import evaluation_dataset, load_manifest
+from sat_tf.text.vocabulary import Vocabulary
+
+
+@dataclasses.dataclass
+class Decoded:
+    """One image's generated caption.
+
+    Args:
+        image_id, image_path: str.
+        caption: str. The detokenised caption.
+        words: list of str. Its words (no <start>/<end>).
+        alpha: (S, L) float32. Attention of the step that produced each word (row t -> words[t]); the <end>
+            step's row follows the last word.
+        location: (S,) int or None. Hard attention's chosen location per step.
+        references: list of str. The image's reference captions.
+        log_prob: float. Sum of the caption's token log-probabilities.
+    """
+
+    image_id: str
+    image_path: str
+    caption: str
+    words: list[str]
+    alpha: np.ndarray
+    location: np.ndarray | None
+    references: list[str]
+    log_prob: float
+
+
+def decode_split(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str = "val", beam_size: int = 3,
+                 max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
+                 verify: str = "sha256") -> list[Decoded]:
+    """Generates a caption for every image of `split` (the first `limit` images when limit > 0)."""
+    manifest = load_manifest(features_dir)
+    ds = evaluation_dataset(features_dir, batch_size, split=split, limit=limit, manifest=manifest,
+                            vocabulary_checksum=vocabulary.checksum(),
+                            # L may differ from training only if the encoder changed; D must match the model
+                            feature_shape=(manifest["feature_shape"][0], captioner.model_config.feature_dim),
+                            verify=verify)
+    results: list[Decoded] = []
+    for batch in ds:
+        out = captioner.generate(batch["annotations"], beam_size=beam_size, max_length=max_length,
+                                 length_penalty=length_penalty)
+        tokens = out["tokens"].numpy()  # (B, S)
+        alphas = out["alpha"].numpy()  # (B, S, L)
+        locations = out["location"].numpy() if "location" in out else None  # (B, S)
+        log_probs = out["log_probs"].numpy()  # (B,)
+        for i, image_id in enumerate(batch["image_id"].numpy()):
+            caption = vocabulary.decode(tokens[i])
+            results.append(Decoded(
+                image_id=image_id.decode(), image_path=batch["image_path"][i].numpy().decode(), caption=caption,
+                words=caption.split(), alpha=alphas[i], location=None if locations is None else locations[i],
+                references=[c.decode() for c in batch["captions"][i].numpy() if c], log_prob=float(log_probs[i])))
+    return results
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Scores of one split: `scores` (coco-caption, 0-100), `grounding` (scenes only), the decoded captions."""
+
+    split: str
+    beam_size: int
+    scores: CaptionScores
+    decoded: list[Decoded]
+    grounding: object | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        out = {"split": self.split, "beam_size": self.beam_size, "images": len(self.decoded),
+               "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1)}
+        if self.grounding is not None:
+            g = self.grounding
+            out["grounding"] = {"rate": g.rate, "hits": g.hits, "total": g.total, "chance": g.chance,
+                                "chance_cells": g.chance_cells}
+        return out
+
+
+def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str = "val", beam_size: int = 3,
+             max_length: int = 20, batch_size: int = 32, limit: int = 0, scene_objects: dict | None = None,
+             out_dir: str | None = None, metrics=("bleu", "meteor", "rouge", "cider"),
+             verify: str = "sha256") -> Evaluation:
+    """Decodes and scores a split; writes `<out_dir>/captions_<split>.json` (COCO results format) and
+    `<out_dir>/metrics_<split>.json` when out_dir is given.
+
+    Args:
+        captioner: a Captioner.
+        vocabulary: its Vocabulary.
+        features_dir: str. Feature shards (pipelines.extract).
+        split, beam_size, max_length, batch_size, limit: decoding settings (limit 0 = every image).
+        scene_objects: dict image_id -> objects, for the attention-grounding rate (embedded scenes dataset).
+        out_dir: str or None. Where to write the JSON files.
+        metrics: which coco-caption metrics to compute.
+    """
+    start = time.perf_counter()
+    decoded = decode_split(captioner, vocabulary, features_dir, split=split, beam_size=beam_size,
+                           max_length=max_length, batch_size=batch_size, limit=limit, verify=verify)
+    references = {d.image_id: d.references for d in decoded}
+    candidates = {d.image_id: d.caption for d in decoded}
+    scores = score_captions(references, candidates, metrics=metrics)
+    grounding = None
+    if scene_objects is not None:
+        from sat_tf.metrics.grounding import grounding_rate
+        from sat_tf.pipelines.sources.scenes import IMAGE_SIZE
+
+        manifest = load_manifest(features_dir)
+        grid = tuple(manifest["encoder"]["grid"])
+        samples = [(d.words, d.alpha, scene_objects[d.image_id]) for d in decoded if d.image_id in scene_objects]
+        grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
+    result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        write_coco_results(os.path.join(out_dir, f"captions_{split}.json"), candidates)
+        tmp = os.path.join(out_dir, f"metrics_{split}.json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result.summary(), f, indent=2, sort_keys=True)
+        os.replace(tmp, os.path.join(out_dir, f"metrics_{split}.json"))
+    return result

@@ -1,0 +1,1 @@
+"""Training: the single-process Keras trainer (`trainer`) and the tf.distribute custom loop (`distributed`)."""
