@@ -94,6 +94,10 @@ def checkpoint_for(captioner: Captioner, optimizer: keras.optimizers.Optimizer |
                    **progress: tf.Variable) -> tf.train.Checkpoint:
     """The object graph every sat_tf checkpoint uses: `model`, optionally `optimizer` and progress counters."""
     objects = {"model": captioner}
+    # Keras SeedGenerator states (dropout, hard-attention sampling, the expected-context coin) are not part of
+    # the Keras object graph that tf.train.Checkpoint follows; without them a resumed run would draw other
+    # dropout masks than an uninterrupted one.
+    objects["rng"] = [v.value for v in captioner.variables if "seed_generator_state" in v.path]
     if optimizer is not None:
         objects["optimizer"] = optimizer
     objects.update(progress)

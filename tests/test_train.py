@@ -1,0 +1,133 @@
+"""The training entry point: overrides, the no-argument default (shortened), resume, divergence, caption/evaluate."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sat_tf import config as cfg
+from sat_tf import workdir as wd
+from sat_tf.train import main as train_main
+from sat_tf.train import parse_overrides
+from sat_tf.training import trainer
+
+
+def _tiny(features_dir: str, epochs: int = 3, **train):
+    model, train_config, data = cfg.scenes_default()
+    model = dataclasses.replace(model, embedding_dim=16, units=32, attention_dim=16, dropout=0.3)
+    train_config = dataclasses.replace(train_config, epochs=epochs, batch_size=16, beam_size=2, patience=0,
+                                       **train)
+    data = dataclasses.replace(data, max_images=24, features_dir=features_dir, eval_images=8)
+    return model, train_config, data
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory):
+    """Scenes features (24 images per split, real EfficientNet-Lite0 stage5) shared by the tests here."""
+    root = str(tmp_path_factory.mktemp("features"))
+    from sat_tf.pipelines.prepare import prepare_features
+
+    prepare_features(_tiny(root)[2], root, progress=False)
+    return root
+
+
+def _weights(workdir: str, which: str = "latest") -> list[np.ndarray]:
+    experiment = wd.load_captioner(workdir, which)
+    return [v.numpy() for v in experiment.captioner.weights]
+
+
+def test_overrides_parse_types_and_refuse_unknown_names():
+    model, train, data = cfg.scenes_default()
+    out = parse_overrides(["model.units=99", "train.learning_rate=0.5", "train.jit_compile=true",
+                           "data.encoder_layer=top"], {"model": model, "train": train, "data": data})
+    assert out["model"].units == 99 and out["train"].learning_rate == 0.5 and out["train"].jit_compile is True
+    assert out["data"].encoder_layer == "top"
+    for bad, message in [("model.unitz=3", "has no field 'unitz'"), ("optim.lr=1", "unknown section"),
+                         ("model.units=big", "is not a int"), ("units=3", "section.field=value")]:
+        with pytest.raises(SystemExit, match=message):
+            parse_overrides([bad], {"model": model, "train": train, "data": data})
+
+
+def test_resume_after_a_crash_gives_the_same_weights_as_an_uninterrupted_run(features_dir, tmp_path, monkeypatch):
+    straight = str(tmp_path / "straight")
+    result = trainer.train(straight, *_tiny(features_dir), verbose=0, final_evaluation=False, tensorboard=False)
+    assert result.epochs_done == 3
+
+    crashed = str(tmp_path / "crashed")
+    original = trainer._EpochEnd.on_epoch_end
+
+    def crash_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+
+    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(crashed, *_tiny(features_dir), verbose=0, final_evaluation=False, tensorboard=False)
+    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", original)
+    assert tf.train.latest_checkpoint(os.path.join(crashed, "checkpoints")).endswith("ckpt-1")
+    lines = []
+    resumed = trainer.train(crashed, *_tiny(features_dir), verbose=0, final_evaluation=False, tensorboard=False,
+                            log=lines.append)
+    assert resumed.epochs_done == 2 and any("resuming from" in line for line in lines)
+    for a, b in zip(_weights(straight), _weights(crashed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(features_dir, tmp_path, monkeypatch):
+    workdir = str(tmp_path / "w")
+    trainer.train(workdir, *_tiny(features_dir, epochs=1), verbose=0, final_evaluation=False, tensorboard=False)
+    good = _weights(workdir)
+    real = trainer.training_dataset
+
+    def poisoned(*args, **kwargs):
+        return real(*args, **kwargs).map(lambda b: {"annotations": b["annotations"] * np.nan, "tokens": b["tokens"]})
+
+    monkeypatch.setattr(trainer, "training_dataset", poisoned)
+    with pytest.raises(trainer.TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*ckpt-1"):
+        trainer.train(workdir, *_tiny(features_dir, epochs=2), verbose=0, final_evaluation=False,
+                      tensorboard=False)
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-1")
+    for a, b in zip(good, _weights(workdir)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_workdir_refuses_other_settings(features_dir, tmp_path):
+    workdir = str(tmp_path / "w")
+    trainer.prepare_workdir(workdir, *_tiny(features_dir), progress=False)
+    model, train, data = _tiny(features_dir)
+    with pytest.raises(ValueError, match=r"model.units"):
+        trainer.prepare_workdir(workdir, dataclasses.replace(model, units=64), train, data, progress=False)
+
+
+def test_default_command_quick_end_to_end_then_caption_and_evaluate(tmp_path, capsys):
+    """`python -m sat_tf.train --quick` (the no-argument default, shortened), then evaluate and caption."""
+    workdir = str(tmp_path / "quick")
+    assert train_main(["--quick", "--workdir", workdir, "--verbose", "0", "--set", "train.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    for expected in ("BLEU-4", "METEOR", "CIDEr", "attention grounding", "python -m sat_tf.caption",
+                     "python -m sat_tf.evaluate", "python -m sat_tf.export"):
+        assert expected in out
+    assert os.path.exists(os.path.join(workdir, "config.json")) and os.path.exists(os.path.join(workdir, "vocab.txt"))
+    assert os.path.exists(os.path.join(workdir, "eval", "metrics_val.json"))
+    assert os.listdir(os.path.join(workdir, "logs"))
+
+    from sat_tf.evaluate import main as evaluate_main
+
+    assert evaluate_main(["--workdir", workdir, "--limit", "6", "--beam-size", "2", "--out", str(tmp_path / "ev")]) == 0
+    assert "BLEU-1" in capsys.readouterr().out
+    assert os.path.exists(tmp_path / "ev" / "captions_val.json")
+
+    from sat_tf.caption import main as caption_main
+
+    image = os.path.join(workdir, "features", "scenes", "images", "val_00000.png")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    code = caption_main(["--workdir", workdir, image, str(bad), "--beam-size", "2"])
+    captured = capsys.readouterr()
+    assert code == 1  # one file failed, the other was captioned
+    assert image in captured.out and "bad.jpg\terror: cannot identify image file" in captured.err
