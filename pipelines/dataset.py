@@ -3,13 +3,14 @@
 Training pipeline, per epoch:
 
     shard files (shuffled by seed + epoch; per worker under tf.distribute where there are enough shards)
-      ▸ interleave TFRecord readers ▸ parse (pipelines.tfrecord) ▸ one example per caption
-      ▸ shuffle (buffer of examples, seed + epoch) ▸ batches of captions of the SAME length (paper sec. 4.3:
+      ▸ interleave TFRecord readers ▸ parse (pipelines.tfrecord) ▸ shuffle images ▸ one example per caption
+      ▸ shuffle captions (seed + epoch) ▸ batches of captions of the SAME length (paper sec. 4.3:
         "we build a dictionary mapping the length of a sentence to the corresponding subset of captions" and
         sample minibatches of one length; here per-length buckets of `bucket_by_sequence_length`)
       ▸ padding to the batch's length ▸ prefetch (AUTOTUNE)
 
-Memory is bounded by the shuffle buffer and the buckets, never by the dataset size. Batches per epoch do not
+Memory is bounded by the two shuffle buffers (images, then captions), the buckets and the prefetch, never by the
+dataset size; annotations travel as float16 until batching. Batches per epoch do not
 depend on the shuffle order (each length bucket yields ceil(n / B) batches), so `steps_per_epoch` is computed
 from the manifest's length histogram, and a resumed run replays exactly the epochs it has not finished.
 
@@ -139,7 +140,8 @@ def _captions_of(example: dict) -> tf.data.Dataset:
 
 
 def training_dataset(features_dir: str, batch_size: int, *, split: str = "train", epoch: int = 0, seed: int = 0,
-                     shuffle_buffer: int = 8192, deterministic: bool = True, input_context=None,
+                     shuffle_buffer: int = 2048, image_shuffle_buffer: int = 1024,
+                     deterministic: bool = True, input_context=None,
                      manifest: dict | None = None, vocabulary_checksum: str | None = None,
                      feature_shape: Sequence[int] | None = None, verify: str = "sha256",
                      dtype: tf.DType = tf.float32, num_epochs: int = 1) -> tf.data.Dataset:
@@ -152,7 +154,10 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
         epoch: int. First epoch to produce: epoch e is shuffled with seed + e, so a resumed run gets the same data
             order as an uninterrupted one.
         seed: int. Base seed.
-        shuffle_buffer: int. Examples (captions) in the shuffle buffer: the memory bound.
+        shuffle_buffer: int. Captions in the caption-level shuffle buffer.
+        image_shuffle_buffer: int. Images in the image-level shuffle buffer (before captions are expanded).
+            The two buffers, the length buckets and the prefetch bound the memory; annotations stay float16 until
+            a batch is formed (Flickr8k 7x7x1280: ~0.5 GB in all, whatever the dataset size).
         deterministic: bool. Same order on every run (the default); False lets tf.data reorder for speed.
         input_context: tf.distribute.InputContext or None. Per-worker file sharding where there are at least as
             many shards as input pipelines (else every worker reads everything and takes its own examples).
@@ -170,12 +175,13 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
     boundaries = length_boundaries(int(manifest["max_caption_length"]))
 
     def one_epoch(e: int) -> tf.data.Dataset:
-        epoch_seed = (int(seed) * 1000003 + e) % (2 ** 63)
+        epoch_seed = (int(seed) * 1000003 + e) % (2 ** 62)
         ds = _files_dataset(files, epoch_seed, input_context)
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
                            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = ds.map(lambda s: tfrecord.parse_example(s, shape, dtype), num_parallel_calls=AUTOTUNE,
+        ds = ds.map(lambda s: tfrecord.parse_example(s, shape, tf.float16), num_parallel_calls=AUTOTUNE,
                     deterministic=deterministic)
+        ds = ds.shuffle(image_shuffle_buffer, seed=epoch_seed + 1, reshuffle_each_iteration=False)
         ds = ds.flat_map(_captions_of)
         if shard_by_example:
             ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
@@ -184,7 +190,7 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
             lambda x: x["length"], bucket_boundaries=boundaries,
             bucket_batch_sizes=[per_replica] * (len(boundaries) + 1), drop_remainder=False,
             pad_to_bucket_boundary=False)
-        return ds.map(_trim, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        return ds.map(lambda batch: _trim(batch, dtype), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
     ds = one_epoch(epoch)
     for e in range(epoch + 1, epoch + num_epochs):
@@ -195,10 +201,10 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
     return ds.prefetch(AUTOTUNE)
 
 
-def _trim(batch: dict) -> dict:
-    """Drops the `length` helper and padding columns beyond the batch's longest caption."""
+def _trim(batch: dict, dtype: tf.DType) -> dict:
+    """Drops the `length` helper and padding columns beyond the batch's longest caption; casts the annotations."""
     longest = tf.reduce_max(batch["length"])
-    return {"annotations": batch["annotations"], "tokens": batch["tokens"][:, :longest]}  # (B, L, D), (B, T)
+    return {"annotations": tf.cast(batch["annotations"], dtype), "tokens": batch["tokens"][:, :longest]}
 
 
 def evaluation_dataset(features_dir: str, batch_size: int, *, split: str = "val", limit: int = 0,
