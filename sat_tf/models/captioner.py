@@ -91,7 +91,8 @@ class Captioner(keras.Model):
 
     # -- teacher forcing ------------------------------------------------------------------------------------
 
-    def teacher_forcing(self, annotations, tokens, training=False, seed=None, use_expected=None, locations=None):
+    def teacher_forcing(self, annotations, tokens, training=False, seed=None, use_expected=None, locations=None,
+                        sample_rows=None):
         """Runs the decoder over a known caption.
 
         Args:
@@ -102,6 +103,11 @@ class Captioner(keras.Model):
             use_expected: bool scalar, hard attention in training: use the expected context this minibatch.
             locations: optional (B, T) int32, hard attention: force these locations instead of sampling (used to
                 enumerate the lower bound exactly in tests and to score a given attention path).
+            sample_rows: optional (offset, total) int scalars, hard attention in training: this batch is rows
+                offset .. offset + B - 1 of a global batch of `total` rows, and row b's locations are drawn by
+                Gumbel-max from noise generated for the whole (total, L) batch, so a global batch split across
+                replicas (`sat_tf.training.distributed`) samples exactly what one process would sample on all of
+                it. Costs one extra attention pass per step; None keeps the per-batch sampler.
 
         Returns:
             dict: `logits` (B, T, V) float32, `alpha` (B, T, L), `targets` (B, T), `mask` (B, T) float32, and for
@@ -133,7 +139,11 @@ class Captioner(keras.Model):
         def one_step(t, x, h, c):
             step_seed = tf.random.experimental.stateless_fold_in(seed, t) if mode == "sample" else None
             location = locations[t] if mode == "given" else None
-            h, c, extras = self.cell.step(x, [h, c], annotations, projected, kernel, mode=mode, seed=step_seed,
+            step_mode = mode
+            if mode == "sample" and sample_rows is not None:
+                location = self._sample_rows(h, kernel, annotations, projected, step_seed, sample_rows)
+                step_mode = "given"
+            h, c, extras = self.cell.step(x, [h, c], annotations, projected, kernel, mode=step_mode, seed=step_seed,
                                           use_expected=use_expected, location=location)
             extras["h"] = h
             return h, c, extras
@@ -193,6 +203,22 @@ class Captioner(keras.Model):
                           entropy=tf.cast(out["entropy"], tf.float32))
         return result
 
+    def _sample_rows(self, h, kernel, annotations, projected, seed, sample_rows):
+        """Locations s_t ~ Categorical(alpha_t) (B,) int32 whose noise depends only on (seed, global row).
+
+        Gumbel-max: argmax_i(e_ti + g_i) with g = -log(-log(u)), u uniform over the global (total, L) batch and
+        sliced to this batch's rows, is an exact draw from softmax(e_t) = alpha_t.
+        """
+        offset, total = (tf.cast(x, tf.int32) for x in sample_rows)
+        # The same fused product as cell.step, so the graph optimiser can share it.
+        hidden_att = tf.matmul(h, kernel)[:, :self.model_config.attention_dim]  # (B, A)
+        _, _, scores = self.cell.attention.attend(annotations, projected, hidden_att)  # (B, L)
+        batch, locations = tf.shape(scores)[0], tf.shape(scores)[1]
+        noise = tf.random.stateless_uniform([total, locations], seed=seed, minval=1e-20, maxval=1.0)  # (total, L)
+        noise = tf.slice(noise, [offset, 0], [batch, locations])  # (B, L)
+        gumbel = -tf.math.log(-tf.math.log(noise))
+        return tf.argmax(tf.cast(scores, tf.float32) + gumbel, axis=-1, output_type=tf.int32)  # (B,)
+
     def call(self, inputs, training=False):
         """Teacher forcing. inputs: {"annotations": (B, L, D), "tokens": (B, T+1)} -> {"logits", "alpha"}."""
         annotations, tokens = _unpack(inputs)
@@ -201,34 +227,54 @@ class Captioner(keras.Model):
 
     # -- losses ---------------------------------------------------------------------------------------------
 
-    def loss_terms(self, out, sampled=False):
+    def loss_terms(self, out, sampled=False, num_tokens=None, num_captions=None, batch_mean=None):
         """Every loss term of the module docstring from `teacher_forcing` outputs.
 
-        `sampled` (bool or bool scalar tensor): hard attention drew its locations in this pass, so the REINFORCE
-        term applies and `baseline` in the result is the moving average after this minibatch; otherwise the
-        REINFORCE term is zero and the baseline is unchanged.
+        Args:
+            out: dict from `teacher_forcing`.
+            sampled: bool or bool scalar tensor. Hard attention drew its locations in this pass, so the REINFORCE
+                term applies and `baseline` in the result is the moving average after this minibatch; otherwise
+                the REINFORCE term is zero and the baseline is unchanged.
+            num_tokens: optional float scalar, N: the real-token count of the whole (global) batch.
+            num_captions: optional float scalar: the caption count of the whole batch (alpha_reg's mean).
+            batch_mean: optional callable (B,) -> scalar: the mean of per-caption values over the whole batch
+                (the REINFORCE baseline's statistic); it only sees stop-gradient values.
+            With the three set to global-batch values, the terms of one replica are its share: summed over
+            replicas they are the single-process terms of the global batch (`perplexity` and `baseline` excepted:
+            take exp of the summed xent; the baseline is the same on every replica). None: this batch's own.
         """
         cfg = self.model_config
         mask = out["mask"]  # (B, T)
-        num_tokens = tf.maximum(tf.reduce_sum(mask), 1.0)
+        if num_tokens is None:
+            num_tokens = tf.reduce_sum(mask)
+        num_tokens = tf.maximum(tf.cast(num_tokens, tf.float32), 1.0)
+        if batch_mean is None:
+            batch_mean = tf.reduce_mean
         token_log_p = -tf.nn.sparse_softmax_cross_entropy_with_logits(out["targets"], out["logits"])  # (B, T)
         token_log_p *= mask
         xent = -tf.reduce_sum(token_log_p) / num_tokens
         coverage = tf.reduce_sum(out["alpha"] * mask[:, :, None], axis=1)  # (B, L)
-        alpha_reg = cfg.alpha_regularization * tf.reduce_mean(tf.square(1.0 - coverage))
+        if num_captions is None:
+            penalty = tf.reduce_mean(tf.square(1.0 - coverage))
+        else:
+            locations = tf.cast(tf.shape(coverage)[1], tf.float32)
+            penalty = tf.reduce_sum(tf.square(1.0 - coverage)) / (
+                tf.maximum(tf.cast(num_captions, tf.float32), 1.0) * locations)
+        alpha_reg = cfg.alpha_regularization * penalty
         terms = {"loss": xent + alpha_reg, "xent": xent, "alpha_reg": alpha_reg, "perplexity": tf.exp(xent)}
         if self.is_hard:
             sampled = tf.convert_to_tensor(sampled, tf.bool)
             log_p_y = tf.reduce_sum(token_log_p, axis=1)  # (B,) R_b = log p(y_b | s_b, a)
             log_p_s = tf.reduce_sum(out["log_prob"] * mask, axis=1)  # (B,) log p(s_b | a)
             # The first sampled minibatch starts the average at its own mean instead of at 0.
-            b = tf.where(self.baseline_updates > 0, self.baseline, tf.stop_gradient(tf.reduce_mean(log_p_y)))
+            mean_log_p_y = batch_mean(tf.stop_gradient(log_p_y))
+            b = tf.where(self.baseline_updates > 0, self.baseline, mean_log_p_y)
             advantage = tf.stop_gradient(log_p_y - b)  # (B,)
             reinforce = -cfg.reinforce_weight * tf.reduce_sum(advantage * log_p_s) / num_tokens
             reinforce *= tf.cast(sampled, reinforce.dtype)
             entropy = tf.reduce_sum(out["entropy"] * mask) / num_tokens
             terms["loss"] += reinforce - cfg.entropy_weight * entropy
-            new_b = cfg.baseline_decay * b + (1.0 - cfg.baseline_decay) * tf.stop_gradient(tf.reduce_mean(log_p_y))
+            new_b = cfg.baseline_decay * b + (1.0 - cfg.baseline_decay) * mean_log_p_y
             terms.update(reinforce=reinforce, entropy=entropy,
                          baseline=tf.where(sampled, new_b, tf.identity(self.baseline)))
         return terms

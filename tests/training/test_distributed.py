@@ -1,0 +1,376 @@
+"""tf.distribute training (`sat_tf.training.distributed`): replicas and workers compute what one process computes.
+
+The equality tests train the tiny model of `tests/training/harness.py` for 6 steps (2 epochs) with a large
+learning rate and a binding clip, then compare every weight, the REINFORCE baseline and the optimizer state with
+a default-strategy run on the same global batches. Measured here: differences up to ~4e-6 (float summation order),
+against ~0.3 when each replica normalises its loss by its own token count (the usual mistake), so the tolerance
+below separates right from wrong by five orders of magnitude.
+
+Runs that need a fresh TensorFlow runtime (logical CPU devices, one process per worker) are subprocesses of
+`python -m tests.training.harness`; every one is killed on the way out, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sat_tf.training import distributed
+from tests.training import harness
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TOLERANCE = {"rtol": 1e-4, "atol": 3e-5}
+TIMEOUT_S = 300  # per group of processes; the 2-core CI machine is shared, a quiet run needs ~40 s
+
+
+# -- process helpers ----------------------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free on localhost now (all bound at once, so they differ)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+class _Jobs:
+    """Harness subprocesses started by a test; `close` kills every one still running (by its own pid)."""
+
+    def __init__(self, log_dir: pathlib.Path):
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, spec: dict, env: dict[str, str] | None = None) -> subprocess.Popen:
+        environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        environment.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), **(env or {})})
+        log = open(self.log_dir / f"{name}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "tests.training.harness", json.dumps(spec)], cwd=ROOT,
+                                env=environment, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def tail(self, name: str, lines: int = 25) -> str:
+        text = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def wait(self, *names: str, timeout: float = TIMEOUT_S) -> dict[str, int]:
+        """Exit codes of `names`; a process still running at the deadline fails the test with the logs."""
+        deadline = time.monotonic() + timeout
+        codes = {}
+        for name in names:
+            try:
+                codes[name] = self.procs[name].wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                self.close()
+                pytest.fail(f"{name} still running after {timeout:.0f} s:\n"
+                            + "\n".join(f"--- {n}\n{self.tail(n)}" for n in names))
+        return codes
+
+    def expect_success(self, *names: str, timeout: float = TIMEOUT_S) -> None:
+        codes = self.wait(*names, timeout=timeout)
+        failed = [n for n, code in codes.items() if code != 0]
+        assert not failed, "\n".join(f"--- {n} exited {codes[n]}:\n{self.tail(n)}" for n in failed)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    group = _Jobs(tmp_path)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def _load(path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _assert_same_state(a: dict, b: dict, what: str, exact: bool = False) -> None:
+    assert sorted(a) == sorted(b), what
+    for key in sorted(a):
+        if exact:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{what}: {key}")
+        else:
+            np.testing.assert_allclose(a[key], b[key], err_msg=f"{what}: {key}", **TOLERANCE)
+
+
+def _baseline_updates(state: dict) -> float:
+    return float(state["w001"])  # the model's weights start with baseline, baseline_updates
+
+
+# -- strategies and roles -----------------------------------------------------------------------------------
+
+
+def test_tf_config_is_checked_before_a_multi_worker_strategy_is_built(monkeypatch):
+    config = distributed.tf_config(["localhost:1", "localhost:2"], 1)
+    assert distributed.parse_tf_config(config)["task"] == {"type": "worker", "index": 1}
+    for text, message in [("", "needs TF_CONFIG"), ("{not json", "not valid JSON"),
+                          ('{"task": {"type": "worker", "index": 0}}', "no cluster.worker"),
+                          ('{"cluster": {"worker": ["a:1"]}}', "no task"),
+                          ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "not in")]:
+        with pytest.raises(ValueError, match=message):
+            distributed.parse_tf_config(text)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs TF_CONFIG"):
+        distributed.make_strategy("multi_worker")
+    with pytest.raises(ValueError, match="unknown strategy 'mirorred'"):
+        distributed.make_strategy("mirorred")
+    assert distributed.make_strategy("default") is tf.distribute.get_strategy()
+
+
+def test_the_chief_is_the_chief_task_else_worker_zero():
+    def strategy(task_type, task_id, cluster):
+        resolver = types.SimpleNamespace(task_type=task_type, task_id=task_id,
+                                         cluster_spec=lambda: tf.train.ClusterSpec(cluster))
+        return types.SimpleNamespace(cluster_resolver=resolver)
+
+    workers = {"worker": ["a:1", "b:1"]}
+    assert distributed.is_chief(strategy("worker", 0, workers))
+    assert not distributed.is_chief(strategy("worker", 1, workers))
+    with_chief = {"chief": ["c:1"], **workers}
+    assert distributed.is_chief(strategy("chief", 0, with_chief))
+    assert not distributed.is_chief(strategy("worker", 0, with_chief))
+    assert distributed.is_chief(tf.distribute.get_strategy())  # one process
+
+
+def test_the_global_batch_must_split_evenly_over_the_replicas(tmp_path):
+    model, train = harness.configs("soft")
+    fake = types.SimpleNamespace(num_replicas_in_sync=3)
+    with pytest.raises(ValueError, match="divisible by the 3 replicas"):
+        distributed.DistributedTrainer(model, train, harness.sliced_dataset_fn(harness.global_batches()), fake,
+                                       str(tmp_path))
+
+
+# -- the Captioner pieces the replica step relies on ------------------------------------------------------
+
+
+def _hard_model():
+    from sat_tf.models.captioner import Captioner
+
+    model, _ = harness.configs("hard")
+    return Captioner.from_model_config(model, seed=3)
+
+
+def test_locations_drawn_by_global_row_do_not_depend_on_the_split_and_follow_alpha():
+    model = _hard_model()
+    batch = harness.global_batches()[0]
+    a, y = batch["annotations"], batch["tokens"]  # (8, L, D), (8, T+1)
+    seed, no = tf.constant([5, 6]), tf.constant(False)
+
+    def locations(rows, offset):
+        out = model.teacher_forcing(a[rows], y[rows], training=True, seed=seed, use_expected=no,
+                                    sample_rows=(offset, len(y)))
+        return out["location"].numpy()  # (B, T)
+
+    whole = locations(slice(0, 8), 0)
+    np.testing.assert_array_equal(whole, np.concatenate([locations(slice(0, 3), 0), locations(slice(3, 8), 3)]))
+    # Gumbel-max is an exact draw: 20,000 copies of one caption, first step, against a far from uniform alpha_0.
+    score = model.cell.attention.score.kernel
+    score.assign(score * 4.0)
+    n = 20000
+    many = np.repeat(a[:1], n, 0), np.repeat(y[:1], n, 0)
+    out = model.teacher_forcing(*many, training=True, seed=seed, use_expected=no, sample_rows=(0, n))
+    counts = np.bincount(out["location"].numpy()[:, 0], minlength=harness.L)
+    alpha = out["alpha"].numpy()[0, 0]
+    assert alpha.max() - alpha.min() > 0.2, alpha
+    np.testing.assert_allclose(counts / n, alpha, atol=4 * np.sqrt(alpha * (1 - alpha) / n).max())
+
+
+@pytest.mark.parametrize("updates", [0.0, 2.0])
+def test_loss_terms_with_global_counts_add_up_to_the_whole_batch(updates):
+    """Two replica shares (different token counts) normalised by the global counts sum to the terms of the whole
+    batch; the baseline (first update: the global mean itself) is the same for both shares."""
+    model = _hard_model()
+    model.baseline.assign(-7.0)
+    model.baseline_updates.assign(updates)
+    batch = harness.global_batches()[1]
+    a, y = batch["annotations"], batch["tokens"]
+    seed, no = tf.constant([1, 2]), tf.constant(False)
+    full = model.loss_terms(model.teacher_forcing(a, y, training=True, seed=seed, use_expected=no,
+                                                  sample_rows=(0, 8)), sampled=True)
+    num_tokens = float(np.sum(y[:, 1:] != 0))
+    outs = [model.teacher_forcing(a[r], y[r], training=True, seed=seed, use_expected=no, sample_rows=(o, 8))
+            for r, o in ((slice(0, 4), 0), (slice(4, 8), 4))]
+    log_p_y = [tf.reduce_sum(-tf.nn.sparse_softmax_cross_entropy_with_logits(o["targets"], o["logits"]) * o["mask"],
+                             axis=1) for o in outs]
+    global_mean = float(tf.reduce_mean(tf.concat(log_p_y, 0)))
+    shares = [model.loss_terms(o, sampled=True, num_tokens=num_tokens, num_captions=8.0,
+                               batch_mean=lambda values: tf.constant(global_mean)) for o in outs]
+    assert np.sum(y[:4, 1:] != 0) != np.sum(y[4:, 1:] != 0)  # the shares really have different token counts
+    for name in ("loss", "xent", "alpha_reg", "reinforce", "entropy"):
+        np.testing.assert_allclose(float(shares[0][name] + shares[1][name]), float(full[name]), rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
+    for share in shares:
+        np.testing.assert_allclose(float(share["baseline"]), float(full["baseline"]), rtol=1e-6)
+
+
+# -- equality with one process ------------------------------------------------------------------------------
+
+
+def test_mirrored_over_two_cpus_gives_the_weights_of_the_default_strategy(jobs, tmp_path):
+    """Soft and hard attention, each in its own process (two logical CPUs, so two replicas): default strategy,
+    then MirroredStrategy, on the same global batches and seed. Hard attention uses a partial last batch, so the
+    second replica gets an empty batch once. (One MirroredStrategy per process: a second one in the same process
+    reuses the first one's collective instance keys and its all-reduces fail with shape mismatches.)"""
+    for attention, uneven in (("soft", False), ("hard", True)):
+        runs = [{"attention": attention, "strategy": name, "uneven": uneven,
+                 "workdir": str(tmp_path / f"{attention}_{name}"), "out": str(tmp_path / f"{attention}_{name}.npz")}
+                for name in ("default", "mirrored")]
+        jobs.start(attention, {"logical_cpus": 2, "runs": runs})
+    jobs.expect_success("soft", "hard")
+    for attention in ("soft", "hard"):
+        one = _load(tmp_path / f"{attention}_default.npz")
+        two = _load(tmp_path / f"{attention}_mirrored.npz")
+        _assert_same_state(one, two, f"{attention}: mirrored vs default")
+        assert int(two["o000"]) == 2 * harness.STEPS_PER_EPOCH  # optimizer iterations
+    # The hard run had both kinds of minibatch (expected context and sampled), so REINFORCE and the baseline
+    # update were both exercised.
+    assert 0 < _baseline_updates(_load(tmp_path / "hard_mirrored.npz")) < 2 * harness.STEPS_PER_EPOCH
+
+
+def _start_workers(jobs: _Jobs, tmp_path: pathlib.Path, prefix: str, spec: dict, crash: dict | None = None):
+    ports = _free_ports(2)
+    workers = [f"localhost:{p}" for p in ports]
+    names = []
+    for index in (0, 1):
+        scratch = tmp_path / f"{prefix}_tmp{index}"
+        scratch.mkdir(exist_ok=True)
+        run = {**spec, "strategy": "multi_worker", "out": str(tmp_path / f"{prefix}_worker{index}.npz")}
+        run.update((crash or {}).get(index, {}))
+        name = f"{prefix}_worker{index}"
+        jobs.start(name, run, env={"TF_CONFIG": distributed.tf_config(workers, index), "TMPDIR": str(scratch)})
+        names.append(name)
+    return names
+
+
+def test_two_worker_processes_match_each_other_and_one_process(jobs, tmp_path):
+    """MultiWorkerMirroredStrategy over two processes on localhost, hard attention, a partial last batch that
+    leaves worker 1 without data in the last step; and the same training in a single process."""
+    spec = {"attention": "hard", "uneven": True, "workdir": str(tmp_path / "job")}
+    names = _start_workers(jobs, tmp_path, "mw", spec)
+    jobs.start("single", {**spec, "strategy": "default", "workdir": str(tmp_path / "single"),
+                          "out": str(tmp_path / "single.npz")})
+    jobs.expect_success(*names, "single")
+    w0, w1 = _load(tmp_path / "mw_worker0.npz"), _load(tmp_path / "mw_worker1.npz")
+    _assert_same_state(w0, w1, "worker 0 vs worker 1", exact=True)
+    _assert_same_state(w0, _load(tmp_path / "single.npz"), "two workers vs one process")
+    # Only the chief wrote into the work dir; worker 1's checkpoints went to its temp dir and were deleted.
+    history = json.loads((tmp_path / "job" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and [h["steps"] for h in history] == [3, 3]
+    assert tf.train.latest_checkpoint(str(tmp_path / "job" / "checkpoints")).endswith("ckpt-6")
+    assert not any((tmp_path / "mw_tmp1").iterdir()) and not any((tmp_path / "mw_tmp0").iterdir())
+
+
+# -- resuming -----------------------------------------------------------------------------------------------
+
+
+class _Kill(distributed.LoopCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, step, logs):
+        if step == self.step:
+            raise KeyboardInterrupt(f"simulated kill after step {step}")
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_to_the_uninterrupted_weights(tmp_path):
+    """Default strategy in this process: checkpoints every 2 steps, a kill after step 5 (epoch 2, step 2), a
+    restart that restores step 4 (epoch 1 done + 1 step), skips that step's data and ends where an uninterrupted
+    run ends."""
+    model, train = harness.configs("hard")
+    dataset_fn = harness.sliced_dataset_fn(harness.global_batches())
+    strategy = distributed.make_strategy("default")
+
+    straight = distributed.DistributedTrainer(model, train, dataset_fn, strategy, str(tmp_path / "straight"))
+    straight.fit()
+    killed_dir = str(tmp_path / "killed")
+    killed = distributed.DistributedTrainer(model, train, dataset_fn, strategy, killed_dir, checkpoint_every=2,
+                                            callbacks=[_Kill(5)])
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert tf.train.latest_checkpoint(os.path.join(killed_dir, "checkpoints")).endswith("ckpt-4")
+
+    lines = []
+    resumed = distributed.DistributedTrainer(model, train, dataset_fn, strategy, killed_dir, checkpoint_every=2,
+                                             log=lines.append)
+    history = resumed.fit()
+    assert any("resuming from" in line and "epoch 1 done, 1 step(s)" in line for line in lines), lines
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[1]["steps"] == 2  # the resumed epoch trained only the steps the kill had left
+    _assert_same_state(harness.state_of(straight), harness.state_of(resumed), "resumed vs uninterrupted")
+    assert 0 < _baseline_updates(harness.state_of(resumed)) < 2 * harness.STEPS_PER_EPOCH
+
+
+@pytest.mark.slow
+def test_a_multi_worker_job_with_a_killed_worker_restarts_from_the_chief_checkpoint(jobs, tmp_path):
+    """Worker 1 dies (os._exit, as kill -9) after global step 5; the chief, stuck in the next collective or
+    failing on it, is killed too, as a cluster manager restarting the job would. The restarted job restores the
+    chief's step-4 checkpoint on both workers and ends with the weights of an uninterrupted single process."""
+    spec = {"attention": "hard", "workdir": str(tmp_path / "job"), "checkpoint_every": 2}
+    jobs.start("single", {**spec, "strategy": "default", "workdir": str(tmp_path / "single"),
+                          "out": str(tmp_path / "single.npz")})
+    first = _start_workers(jobs, tmp_path, "first", spec, crash={1: {"crash_at_step": 5}})
+    assert jobs.wait(first[1])[first[1]] == 17, jobs.tail(first[1])
+    try:
+        jobs.procs[first[0]].wait(timeout=20)  # the chief may notice the lost peer and fail by itself
+    except subprocess.TimeoutExpired:
+        jobs.procs[first[0]].kill()
+        jobs.procs[first[0]].wait(timeout=30)
+    assert tf.train.latest_checkpoint(str(tmp_path / "job" / "checkpoints")).endswith("ckpt-4")
+
+    second = _start_workers(jobs, tmp_path, "second", spec)
+    jobs.expect_success(*second, "single")
+    assert "epoch 1 done, 1 step(s) of the next" in jobs.tail(second[0], lines=200)  # the chief's log
+    w0, w1 = _load(tmp_path / "second_worker0.npz"), _load(tmp_path / "second_worker1.npz")
+    _assert_same_state(w0, w1, "worker 0 vs worker 1", exact=True)
+    _assert_same_state(w0, _load(tmp_path / "single.npz"), "restarted job vs one process")
+    history = json.loads((tmp_path / "job" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and history[1]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_the_cli_path_resumes_a_single_process_work_dir_under_mirrored(tmp_path):
+    """`train_with_strategy` (what `python -m sat_tf.train --strategy mirrored` runs) takes over a work dir
+    whose first epoch the single-process trainer ran: same checkpoint objects, history format, best model."""
+    import dataclasses
+
+    from sat_tf import config as cfg
+    from sat_tf.training import trainer
+
+    model, train, data = cfg.scenes_default()
+    model = dataclasses.replace(model, embedding_dim=16, units=32, attention_dim=16)
+    train = dataclasses.replace(train, epochs=2, batch_size=16, beam_size=2, patience=0)
+    data = dataclasses.replace(data, max_images=24, features_dir=str(tmp_path / "features"), eval_images=8)
+    workdir = str(tmp_path / "work")
+    first = trainer.train(workdir, model, dataclasses.replace(train, epochs=1), data, verbose=0, weights=None,
+                          final_evaluation=False, tensorboard=False)
+    assert first.epochs_done == 1
+    lines = []
+    result = distributed.train_with_strategy(workdir, model, train, data, strategy="mirrored", weights=None,
+                                             log=lines.append, final_evaluation=False)
+    assert result.epochs_done == 1 and any("resuming from" in line for line in lines), lines
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert "dev_num_images" in result.history[1] and np.isfinite(result.history[1]["loss"])
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "best")) is not None
+    assert [h["epoch"] for h in json.loads(open(os.path.join(workdir, "history.json")).read())] == [1, 2]
