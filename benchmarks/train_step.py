@@ -54,8 +54,10 @@ def make_batch(rng: np.random.RandomState, words: np.ndarray):
 
 
 def bench(attention: str, jit: bool, windows: int, steps: int, batching: str, seed: int = 0,
-          unroll: bool = False) -> dict:
+          unroll: bool = False, precision: str = "float32") -> dict:
     keras.utils.set_random_seed(seed)
+    # bfloat16: Keras "mixed_bfloat16" (bf16 compute, float32 variables; logits, softmax and losses in float32).
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     model = Captioner(vocab_size=V, feature_dim=D, embedding_dim=E, units=H, attention_dim=A, attention=attention,
                       dropout=0.5, seed=seed, unroll_steps=MAX_WORDS + 1 if unroll else 0)
     model.compile(optimizer=keras.optimizers.Adam(4e-4))
@@ -94,6 +96,7 @@ def bench(attention: str, jit: bool, windows: int, steps: int, batching: str, se
         return steps * B, seconds
 
     rate, rates = median_rate(window, windows)
+    keras.mixed_precision.set_global_policy("float32")
     return {"captions_per_sec": rate, "rates": rates, "useful_gflops": float(np.median(flops))}
 
 
@@ -104,36 +107,48 @@ def main(argv=None):
     parser.add_argument("--batching", nargs="+", default=["bucketed", "mixed"], choices=["bucketed", "mixed"])
     parser.add_argument("--unroll", choices=["off", "on", "both"], default="both",
                         help="unroll the decoder over static caption lengths")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps", type=int, default=6, help="minibatches per timed window")
     args = parser.parse_args(argv)
     peak = matmul_peak_gflops()
+    if "bfloat16" in args.precision:
+        print(f"dense bfloat16 matmul peak (2048^3, best of 10): {matmul_peak_gflops(dtype=tf.bfloat16):.0f} GFLOP/s")
     print(f"dense float32 matmul peak (2048^3, best of 10): {peak:.0f} GFLOP/s; threads: "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}")
     print(f"B={B} L={L} D={D} E={E} H={H} A={A} V={V}, words {MIN_WORDS}..{MAX_WORDS}; reference: PyTorch "
           f"soft attention ~48 captions/s on this machine")
-    print(f"{'attention':<9} {'xla':<4} {'unroll':<6} {'batching':<9} {'captions/s':>10} {'x ref':>6} {'useful GFLOP/s':>15} "
+    print(f"{'attention':<9} {'precision':<9} {'xla':<4} {'unroll':<6} {'batching':<9} {'captions/s':>10} {'x ref':>6} {'useful GFLOP/s':>15} "
           f"{'% peak':>7}  windows")
     results = {}
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
     unrolls = {"off": [False], "on": [True], "both": [False, True]}[args.unroll]
     for attention in args.attention:
+      for precision in args.precision:
         for jit in jits:
           for unroll in unrolls:
             for batching in args.batching:
-                r = bench(attention, jit, args.windows, args.steps, batching, unroll=unroll)
-                results[(attention, jit, unroll, batching)] = r
-                print(f"{attention:<9} {'on' if jit else 'off':<4} {'on' if unroll else 'off':<6} {batching:<9} {r['captions_per_sec']:>10.1f} "
+                r = bench(attention, jit, args.windows, args.steps, batching, unroll=unroll, precision=precision)
+                results[(attention, jit, unroll, batching, precision)] = r
+                print(f"{attention:<9} {precision:<9} {'on' if jit else 'off':<4} {'on' if unroll else 'off':<6} {batching:<9} {r['captions_per_sec']:>10.1f} "
                       f"{r['captions_per_sec'] / 48:>6.2f} {r['useful_gflops']:>15.1f} "
                       f"{100 * r['useful_gflops'] / peak:>6.1f}%  "
                       + " ".join(f"{x:.0f}" for x in r["rates"]), flush=True)
-    for jit in jits:
-      for unroll in unrolls:
-        for batching in args.batching:
-            soft, hard = results.get(("soft", jit, unroll, batching)), results.get(("hard", jit, unroll, batching))
+    for precision in args.precision:
+      for jit in jits:
+        for unroll in unrolls:
+          for batching in args.batching:
+            key = (jit, unroll, batching, precision)
+            soft, hard = results.get(("soft",) + key), results.get(("hard",) + key)
             if soft and hard:
-                print(f"hard/soft cost ratio (xla {'on' if jit else 'off'}, unroll {'on' if unroll else 'off'}, "
-                      f"{batching}): {soft['captions_per_sec'] / hard['captions_per_sec']:.2f}")
+                print(f"hard/soft cost ratio ({precision}, xla {'on' if jit else 'off'}, unroll "
+                      f"{'on' if unroll else 'off'}, {batching}): {soft['captions_per_sec'] / hard['captions_per_sec']:.2f}")
+    if len(args.precision) == 2:
+        for (attention, jit, unroll, batching, precision), r in results.items():
+            if precision == "bfloat16" and (attention, jit, unroll, batching, "float32") in results:
+                f32 = results[(attention, jit, unroll, batching, "float32")]
+                print(f"bfloat16/float32 speed-up ({attention}, xla {'on' if jit else 'off'}, unroll "
+                      f"{'on' if unroll else 'off'}, {batching}): {r['captions_per_sec'] / f32['captions_per_sec']:.2f}")
     return results
 
 
