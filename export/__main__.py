@@ -1,0 +1,76 @@
+"""`python -m sat_tf.export`: export a trained work dir for TF Serving, TFLite and Keras.
+
+    python -m sat_tf.export --workdir runs/flickr8k --out exports [--name sat_tf] [--version 1] [--beam-size 3]
+        [--formats saved_model,tflite,keras] [--which best|latest] [--tflite-variants float32,float16,int8]
+
+writes
+
+    <out>/<name>/<version>/          SavedModel (TF Serving model base path: <out>/<name>), assets/vocab.txt,
+                                     assets/config.json
+    <out>/<name>_tflite/             captioner_*.tflite, decoder_steps_*.tflite, vocab.txt, config.json
+    <out>/<name>_keras/              captioner.keras, encoder.keras, vocab.txt, config.json
+
+The work is done by `export.saved_model`, `export.tflite` and `export.keras_format`; this file parses flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FORMATS = ("saved_model", "tflite", "keras")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sat_tf.export", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True, help="trained sat_tf work dir")
+    parser.add_argument("--out", required=True, help="export root directory")
+    parser.add_argument("--name", default="sat_tf", help="model name (TF Serving MODEL_NAME)")
+    parser.add_argument("--version", type=int, default=1, help="SavedModel version subdirectory")
+    parser.add_argument("--beam-size", type=int, default=3, help="beam width of the SavedModel (fixed at export)")
+    parser.add_argument("--length-penalty", type=float, default=0.0, help="rank beams by log p / length**alpha")
+    parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {FORMATS}")
+    parser.add_argument("--which", default="best", help="checkpoint: best, latest or a checkpoint prefix")
+    parser.add_argument("--encoder-weights", default="imagenet",
+                        help="encoder weights the features were extracted with: imagenet or a file path")
+    parser.add_argument("--tflite-variants", default="float32,float16,int8", help="TFLite variants")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel version")
+    args = parser.parse_args(argv)
+    args.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    unknown = sorted(set(args.formats) - set(FORMATS))
+    if unknown or not args.formats:
+        parser.error(f"unknown --formats {unknown}; choose from {FORMATS}")
+    args.tflite_variants = [v.strip() for v in args.tflite_variants.split(",") if v.strip()]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from sat_tf.export.source import load_source
+
+    source = load_source(args.workdir, args.which, encoder_weights=args.encoder_weights)
+    print(f"exporting {source.checkpoint_path} (encoder {source.encoder_spec.name}/{source.encoder_spec.layer}, "
+          f"{source.image_size}px)")
+    if "saved_model" in args.formats:
+        from sat_tf.export.saved_model import export_saved_model
+
+        path = export_saved_model(source, args.out, name=args.name, version=args.version, beam_size=args.beam_size,
+                                  length_penalty=args.length_penalty, overwrite=args.overwrite)
+        print(f"SavedModel: {path}  (TF Serving model base path {os.path.dirname(os.path.abspath(path))})")
+    if "tflite" in args.formats:
+        from sat_tf.export.tflite import export_tflite
+
+        export_tflite(source, os.path.join(args.out, f"{args.name}_tflite"), variants=args.tflite_variants)
+    if "keras" in args.formats:
+        from sat_tf.export.keras_format import export_keras
+
+        paths = export_keras(source, os.path.join(args.out, f"{args.name}_keras"))
+        print(f"Keras: {paths['captioner']}, {paths['encoder']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

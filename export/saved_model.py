@@ -1,0 +1,235 @@
+"""SavedModel for TF Serving: image bytes in, captions, token ids, scores and attention maps out.
+
+Layout (TF Serving's model base path is `<out>/<name>`; it serves the highest numeric version):
+
+    <out>/<name>/<version>/saved_model.pb, variables/
+    <out>/<name>/<version>/assets/vocab.txt     the vocabulary (the in-graph id -> word table is read from it)
+    <out>/<name>/<version>/assets/config.json   model/train/data configs + an `export` section (signatures, ...)
+    <out>/<name>/<version>/assets.extra/tf_serving_warmup_requests   requests TF Serving replays when loading it
+
+Signatures (tag `serve`, method `tensorflow/serving/predict`):
+
+    serving_default  image_bytes string (B,)  JPEG/PNG/GIF/BMP/WebP bytes -> decode, resize, encoder, beam search
+                                               of width K (fixed at export), detokenise
+    greedy           image_bytes string (B,)  the same with greedy decoding
+    from_features    annotations float32 (B, L, D), precomputed encoder features -> beam search of width K
+
+    outputs, each signature: captions string (B,), tokens int32 (B, S) (<end> included, then <pad>), lengths
+    int32 (B,) (tokens up to and including <end>), scores float32 (B,) (the beam's ranking score), log_probs
+    float32 (B,), alpha float32 (B, S, L) (attention maps per step, zero after <end>; reshape L to the grid in
+    config.json), and for hard attention location int32 (B, S).
+
+Built with `keras.export.ExportArchive` from tf.functions that already carry their input signature, so
+autograph and the decoding `tf.while_loop`s trace the same way as in `Captioner.generate`. Nothing in the graph
+needs tensorflow-text (the stock `tensorflow/serving` image runs it), but importing tensorflow_text before loading
+is harmless and keeps the habit that other sat_tf graphs need.
+
+Shapes: B batch, S = max tokens (TrainConfig.max_length + 1), L locations, D depth, K beams.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from sat_tf.export.source import CONFIG, ExportSource, export_config, write_config, write_vocabulary
+from sat_tf.image_decoding import decode_images
+from sat_tf.images import DEFAULT_MAX_PIXELS
+from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID, UNK
+
+INPUT_BYTES = "image_bytes"
+INPUT_FEATURES = "annotations"
+OUTPUTS = ("captions", "tokens", "lengths", "scores", "log_probs", "alpha")
+METHOD_NAME = "tensorflow/serving/predict"
+TAG = "serve"
+
+
+class Detokenizer(tf.Module):
+    """Token ids -> caption strings in the graph, with the id -> word table read from the vocabulary file.
+
+    The table's initializer holds the file as a SavedModel asset, so the file travels into `assets/` and the served
+    model reads it from there. The rules are `Vocabulary.decode`'s: stop at the first <end>, skip <pad> and <start>,
+    join words with single spaces.
+
+    Args:
+        vocab_path: str. A vocabulary file (one token per line, id = line number).
+    """
+
+    def __init__(self, vocab_path: str, name: str = "detokenizer"):
+        super().__init__(name=name)
+        initializer = tf.lookup.TextFileInitializer(
+            vocab_path, key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+            value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE)
+        self.id_to_word = tf.lookup.StaticHashTable(initializer, default_value=UNK, name="id_to_word")
+
+    def __call__(self, tokens):
+        """tokens int (B, S) -> captions string (B,)."""
+        tokens = tf.cast(tokens, tf.int32)
+        after_end = tf.cumsum(tf.cast(tf.equal(tokens, END_ID), tf.int32), axis=-1) > 0  # at or after <end>
+        keep = ~after_end & tf.not_equal(tokens, PAD_ID) & tf.not_equal(tokens, START_ID)  # (B, S)
+        words = tf.ragged.boolean_mask(self.id_to_word.lookup(tf.cast(tokens, tf.int64)), keep)  # (B, None)
+        return tf.strings.reduce_join(words, axis=-1, separator=" ")
+
+
+def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size: int = 3,
+                      length_penalty: float = 0.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+    """The exported tf.functions, each with its input signature (traced once here).
+
+    Args:
+        source: ExportSource.
+        detokenizer: Detokenizer built from the vocabulary file.
+        beam_size: int. K of `serving_default` and `from_features`.
+        length_penalty: float. See `sat_tf.decoding.beam_search.beam_search`.
+        max_pixels: int. Bigger images are refused before decoding (see `sat_tf.image_decoding`).
+
+    Returns:
+        {"serving_default": fn, "greedy": fn, "from_features": fn}.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    captioner, encoder = source.captioner, source.encoder
+    size, max_tokens = source.image_size, source.max_tokens
+    depth = source.model_config.feature_dim
+
+    def caption(annotations, k: int):
+        out = captioner.decode(annotations, beam_size=k, max_length=max_tokens, length_penalty=length_penalty)
+        if k > 1:
+            out = {name: value[:, 0] for name, value in out.items()}  # the best beam (beams come sorted)
+        result = {"captions": detokenizer(out["tokens"]), "tokens": out["tokens"], "lengths": out["lengths"],
+                  "scores": out["scores"], "log_probs": out["log_probs"], "alpha": out["alpha"]}
+        if "location" in out:
+            result["location"] = out["location"]
+        return result
+
+    def encode(image_bytes):
+        images = decode_images(image_bytes, size, max_pixels=max_pixels, name=INPUT_BYTES)  # (B, S, S, 3)
+        return encoder(images, training=False)  # (B, L, D)
+
+    bytes_spec = tf.TensorSpec([None], tf.string, name=INPUT_BYTES)
+    features_spec = tf.TensorSpec([None, None, depth], tf.float32, name=INPUT_FEATURES)
+
+    @tf.function(input_signature=[bytes_spec])
+    def serving_default(image_bytes):
+        return caption(encode(image_bytes), beam_size)
+
+    @tf.function(input_signature=[bytes_spec])
+    def greedy(image_bytes):
+        return caption(encode(image_bytes), 1)
+
+    @tf.function(input_signature=[features_spec])
+    def from_features(annotations):
+        return caption(annotations, beam_size)
+
+    functions = {"serving_default": serving_default, "greedy": greedy, "from_features": from_features}
+    for fn in functions.values():
+        fn.get_concrete_function()  # ExportArchive takes traced tf.functions
+    return functions
+
+
+def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf", version: int = 1,
+                       beam_size: int = 3, length_penalty: float = 0.0, max_pixels: int = DEFAULT_MAX_PIXELS,
+                       overwrite: bool = False) -> str:
+    """Writes the SavedModel to `<out_dir>/<name>/<version>/` (see the module docstring).
+
+    Args:
+        source: ExportSource (`export.source.load_source(workdir)`).
+        out_dir: str. Export root; TF Serving's model base path will be `<out_dir>/<name>`.
+        name: str. Model name (the `MODEL_NAME` TF Serving serves it under).
+        version: int. Version subdirectory (TF Serving serves the highest).
+        beam_size: int. K, fixed at export time.
+        length_penalty: float. Ranking score log p / length**alpha (0: plain log-probability).
+        max_pixels: int. Requests with bigger images are refused with INVALID_ARGUMENT before decoding.
+        overwrite: bool. Replace an existing version directory instead of failing.
+
+    Returns:
+        The version directory.
+    """
+    if int(version) < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    target = os.path.join(out_dir, name, str(int(version)))
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(f"{target} exists: pick another --version or pass overwrite=True")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{version}.", dir=os.path.dirname(target))
+    vocab_dir = tempfile.mkdtemp(prefix=".vocab.", dir=os.path.dirname(target))
+    try:
+        detokenizer = Detokenizer(write_vocabulary(vocab_dir, source.vocabulary))
+        functions = serving_functions(source, detokenizer, beam_size, length_penalty, max_pixels)
+        archive = keras.export.ExportArchive()
+        # Only the lookup table needs explicit tracking; the endpoints capture the variables they use. Tracking the
+        # Keras models as well would store every weight twice (keras#23553: 2x the files and 2x the memory of
+        # every server that loads them).
+        archive.track(detokenizer)
+        for endpoint, fn in functions.items():
+            archive.add_endpoint(endpoint, fn)
+        archive.write_out(staging, verbose=False)
+        payload = export_config(
+            source, "saved_model", beam_size=beam_size, length_penalty=length_penalty, max_pixels=max_pixels,
+            signatures={endpoint: {"inputs": [INPUT_FEATURES if endpoint == "from_features" else INPUT_BYTES],
+                                   "outputs": list(OUTPUTS) + (["location"] if source.captioner.is_hard else []),
+                                   "beam_size": 1 if endpoint == "greedy" else beam_size}
+                        for endpoint in functions},
+            tag=TAG, method_name=METHOD_NAME)
+        write_config(os.path.join(staging, "assets"), payload)
+        write_warmup_requests(staging, name, source.image_size)
+        # The version directory appears complete or not at all: TF Serving polls the base path and would otherwise
+        # try to load a half-written version. (mkdtemp made it private; a server may run as another user.)
+        os.chmod(staging, 0o755)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(vocab_dir, ignore_errors=True)
+    return target
+
+
+def write_warmup_requests(export_dir: str, model_name: str, image_size: int) -> str | None:
+    """Writes `assets.extra/tf_serving_warmup_requests`: one request per image signature, replayed by TF Serving
+    when it loads the version, so the first client request does not pay for graph initialisation.
+
+    Args:
+        export_dir: str. The SavedModel version directory.
+        model_name: str. Written into the requests' model spec.
+        image_size: int. Side of the grey PNG the requests send.
+
+    Returns:
+        The file path, or None where tensorflow-serving-api (the `export` extra) is not installed.
+    """
+    try:
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    except ImportError:
+        return None
+    image = tf.io.encode_png(tf.fill([image_size, image_size, 3], tf.constant(128, tf.uint8))).numpy()
+    directory = os.path.join(export_dir, "assets.extra")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "tf_serving_warmup_requests")
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature in ("serving_default", "greedy"):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = signature
+            request.inputs[INPUT_BYTES].CopyFrom(tf.make_tensor_proto([image], dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def load_saved_model(path: str):
+    """`tf.saved_model.load` with tensorflow_text imported first (sat_tf graphs may use its ops)."""
+    import tensorflow_text  # noqa: F401  (registers the tf-text ops before loading)
+
+    return tf.saved_model.load(path)
+
+
+def read_export_config(path: str) -> dict:
+    """The config.json of an exported SavedModel version directory (`<version>/assets/config.json`)."""
+    with open(os.path.join(path, "assets", CONFIG), encoding="utf-8") as f:
+        return json.load(f)
+
+
