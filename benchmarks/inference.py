@@ -144,6 +144,24 @@ def load_folder_pixels(folder: str, size: int, limit: int = 256) -> np.ndarray:
     return decode_images(tf.constant(data), size).numpy()
 
 
+def _flickr8k_references(flickr8k_dir: str, folder: str):
+    """References of the images `load_folder_pixels` reads from `folder` (same order), and a coco-caption scorer."""
+    from sat_tf.metrics.coco_caption import score_captions
+    from sat_tf.pipelines.sources import read_flickr8k
+
+    records, _ = read_flickr8k(flickr8k_dir)
+    by_name = {os.path.basename(r.image_path): list(r.captions) for r in records}
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg", ".png")))[:256]
+    references = [by_name[n] for n in names]
+
+    def scorer(hypotheses, refs):
+        scores = score_captions({str(i): r for i, r in enumerate(refs)},
+                                {str(i): h for i, h in enumerate(hypotheses)}, metrics=("bleu", "meteor", "cider"))
+        return {k: float(scores[k]) for k in ("BLEU-4", "METEOR", "CIDEr") if k in scores.keys()}
+
+    return references, scorer
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", help="trained work dir (default: random-init model at the prototype's sizes)")
@@ -154,6 +172,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT interpreter threads")
     parser.add_argument("--agreement-images", help="folder of images for `quantization_agreement`")
+    parser.add_argument("--flickr8k-dir", help="with --agreement-images of Flickr8k photos: score every variant's "
+                                               "captions against the Flickr8k references (BLEU-4, METEOR, CIDEr)")
     args = parser.parse_args(argv)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -203,9 +223,16 @@ def main(argv=None) -> int:
               f"{batch / seconds:.1f} | {tokens:.1f} |")
 
     if args.agreement_images:
-        agreement = quantization_agreement(tflite_dir, load_folder_pixels(args.agreement_images, source.image_size))
+        references = scorer = None
+        if args.flickr8k_dir:
+            references, scorer = _flickr8k_references(args.flickr8k_dir, args.agreement_images)
+        agreement = quantization_agreement(tflite_dir, load_folder_pixels(args.agreement_images, source.image_size),
+                                           references=references, scorer=scorer)
         for variant, result in agreement.items():
-            print(f"{variant}: exact caption {result['exact_caption']:.3f}, token {result['token']:.3f}")
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in result.items()
+                               if k not in ("exact_caption", "token") and isinstance(v, float))
+            print(f"{variant}: exact caption {result['exact_caption']:.3f}, token {result['token']:.3f}"
+                  + (f"; {scores}" if scores else ""))
     if not args.out:
         shutil.rmtree(out, ignore_errors=True)
     return 0
