@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
 ]
 EXTRAS = {
     "export": ["ai-edge-litert==2.3.0", "tensorflow-serving-api==2.21.0"],
-    "test": ["pytest>=8"],
+    "test": ["pytest>=8", "hypothesis>=6"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

@@ -93,19 +93,25 @@ def check_features(features_dir: str, split: str, *, manifest: dict | None = Non
     for shard in manifest["splits"][split]["shards"]:
         path = os.path.join(features_dir, shard["file"])
         if not os.path.exists(path):
-            raise FeatureError(f"shard {path} listed in {where} is missing")
+            raise FeatureError(f"shard {path} listed in {where} is missing; {_redo(where)}")
         if verify != "none":
             size = os.path.getsize(path)
             if size != shard["bytes"]:
                 raise FeatureError(f"shard {path} is {size} bytes, the manifest says {shard['bytes']}: truncated or "
-                                   f"damaged; delete it and rerun the extraction to rewrite it")
+                                   f"damaged; {_redo(where, path)}")
         if verify == "sha256" and _sha256(path) != shard["sha256"]:
-            raise FeatureError(f"shard {path} does not match its sha256 in {where}: corrupt; delete it and rerun "
-                               f"the extraction to rewrite it")
+            raise FeatureError(f"shard {path} does not match its sha256 in {where}: corrupt; {_redo(where, path)}")
         paths.append(path)
     if not paths:
         raise FeatureError(f"{where}: the {split!r} split has no shards")
     return paths
+
+
+def _redo(manifest_path: str, shard_path: str | None = None) -> str:
+    """How to rewrite damaged shards. The manifest must go too: while it exists, rerunning the extraction returns
+    it as it is (`prepare_features`) and rewrites nothing; without it, the extraction keeps every intact shard."""
+    what = f"{shard_path} and {manifest_path}" if shard_path else manifest_path
+    return f"delete {what}, then rerun the extraction: it rewrites only the missing shard(s)"
 
 
 def length_boundaries(max_caption_length: int) -> list[int]:

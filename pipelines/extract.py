@@ -231,6 +231,12 @@ def _write_shard(out_dir, name, items, encoder, encoder_info, vocabulary, max_ca
                     skipped.append({"image_id": record.image_id, "path": record.image_path,
                                     "reason": "non-finite features from the encoder"})
                     continue
+                with np.errstate(over="ignore"):
+                    overflow = not np.all(np.isfinite(annotations.astype(tfrecord.FEATURE_DTYPE)))
+                if overflow:  # serialize_example would raise and stop the whole run for one image
+                    skipped.append({"image_id": record.image_id, "path": record.image_path,
+                                    "reason": "features overflow float16 (|x| > 65504) from the encoder"})
+                    continue
                 tokens = vocabulary.encode(list(record.captions), max_caption_length)  # (N, T)
                 writer.write(tfrecord.serialize_example(record.image_id, record.image_path, record.split,
                                                         annotations, list(record.captions), tokens))

@@ -104,7 +104,14 @@ def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "i
         with open(manifest_path, encoding="utf-8") as f:
             manifest = json.load(f)
         if _matches(manifest, config, info):
-            return manifest
+            from sat_tf.pipelines.dataset import FeatureError, check_features
+
+            try:  # a shard deleted or damaged since: fall through and let the extraction rewrite it
+                for split in manifest["splits"]:
+                    check_features(features_dir, split, manifest=manifest, verify="size")
+                return manifest
+            except FeatureError:
+                pass
     records, report = read_dataset(config, features_dir)
     if config.max_images:
         records = first_per_split(records, config.max_images)

@@ -81,7 +81,9 @@ def serialize_example(image_id: str, image_path: str, split: str, annotations: n
         "tokens": _ints(tokens.reshape(-1)),
         "lengths": _ints(lengths),
     }))
-    return example.SerializeToString()
+    # Features is a protobuf map: without `deterministic` its entries come out in an order that depends on the
+    # process's string hash seed, so a resumed (new) process wrote other bytes than an uninterrupted one.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized: tf.Tensor, feature_shape: tuple[int, int] | None = None,

@@ -34,6 +34,13 @@ from PIL import Image, ImageFile, ImageOps
 # 10000 x 10000 photos must be accepted (robustness table); beyond ~2.5x that is a bomb, not a photo.
 DEFAULT_MAX_PIXELS = 250_000_000
 
+# Pillow runs its own bomb check inside `Image.open` (a DecompressionBombWarning above MAX_IMAGE_PIXELS, an error
+# above twice that), before `max_pixels` can be checked; its default of 89.5 M pixels refused a 10000 x 10000 photo
+# with an uncaught warning. Our guard is `max_pixels`, so Pillow's limit is raised to ours (never lowered, and
+# never re-enabled where an application switched it off with None).
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < DEFAULT_MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+
 
 class ImageError(ValueError):
     """A file that cannot be used as an image. `path` names it; `reason` says why (short, for manifests)."""
@@ -62,8 +69,8 @@ def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_M
         else:
             with open(source, "rb") as f:
                 data = f.read()
-    except OSError as e:
-        raise ImageError(label, f"cannot read file ({e.strerror or e})") from e
+    except (OSError, ValueError) as e:  # ValueError: a path with a NUL byte
+        raise ImageError(label, f"cannot read file ({getattr(e, 'strerror', None) or e})") from e
     if not data:
         raise ImageError(label, "empty file (0 bytes)")
     try:
@@ -77,10 +84,11 @@ def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_M
                 image.draft("RGB", (draft_size, draft_size))
             image.seek(0)  # animated GIF / WebP: the first frame
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no second full-size copy of a big photo
+            return _to_rgb(image)
     except ImageError:
         raise
-    except Image.DecompressionBombError as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(label, f"too large: {e}") from e
     except Image.UnidentifiedImageError as e:
         raise ImageError(label, "cannot identify image file: not an image, or a format Pillow cannot read") from e
@@ -114,9 +122,13 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 
 def resize_image(images, size: int) -> tf.Tensor:
     """The "squash" policy: (H, W, 3) or (B, H, W, 3), any dtype in 0..255 -> float32 (..., S, S, 3) in 0..255."""
-    images = tf.cast(tf.convert_to_tensor(images), tf.float32)
+    images = tf.convert_to_tensor(images)
+    if images.dtype != tf.uint8:
+        images = tf.cast(images, tf.float32)
+    # uint8 goes in as it is: the resize kernel reads each pixel as float (bit-identical to casting first) and
+    # returns float32, without a float32 copy of the whole image (1.2 GB for a 10000 x 10000 photo).
     resized = tf.image.resize(images, (size, size), method="bilinear", antialias=True)  # (..., S, S, 3)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    return tf.clip_by_value(tf.cast(resized, tf.float32), 0.0, 255.0)
 
 
 def load_and_resize(source: str | os.PathLike | bytes, size: int, **kwargs) -> np.ndarray:

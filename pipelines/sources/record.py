@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import json
 import os
+import re
 from typing import Iterator
 
 SPLITS = ("train", "val", "test", "restval")
@@ -156,9 +157,10 @@ class ReadReport:
 def read_lines(path: str | os.PathLike, report: ReadReport) -> Iterator[tuple[int, str]]:
     """Yields (1-based line number, text) of a UTF-8 text file, never failing on its content.
 
-    A leading byte-order mark is removed (BOM), "\\r\\n" endings are accepted, a line with invalid UTF-8 is decoded
-    with U+FFFD replacements (BAD_UTF8); both are added to `report` as repaired. The empty string after a final
-    newline is not yielded; other blank lines are (the caller decides and reports).
+    A leading byte-order mark is removed (BOM), "\\r\\n" endings are accepted (and "\\r" alone in a file without
+    any "\\n", as classic Mac OS wrote them), a line with invalid UTF-8 is decoded with U+FFFD replacements
+    (BAD_UTF8); both are added to `report` as repaired. The empty string after a final newline is not yielded;
+    other blank lines are (the caller decides and reports).
 
     Args:
         path: the file.
@@ -176,7 +178,8 @@ def read_lines(path: str | os.PathLike, report: ReadReport) -> Iterator[tuple[in
     if data.startswith(b"\xef\xbb\xbf"):
         report.add(BOM, path, 1, "UTF-8 byte-order mark removed", "repaired")
         data = data[3:]
-    lines = data.split(b"\n")
+    # A file whose lines end in "\r" only would otherwise be one line: every caption glued into the first one.
+    lines = data.split(b"\n" if b"\n" in data or b"\r" not in data else b"\r")
     if lines and lines[-1] == b"":
         lines.pop()
     for number, raw in enumerate(lines, start=1):
@@ -191,9 +194,14 @@ def read_lines(path: str | os.PathLike, report: ReadReport) -> Iterator[tuple[in
         yield number, text
 
 
+# Letters that `sat_tf.text` normalisation removes: the modifier-letter apostrophe (it becomes a quote mark) and the
+# Hangul fillers (default-ignorable, dropped by NFKC_Casefold; U+3164 is a popular "invisible" character).
+_NOT_WORD_LETTERS = frozenset("\u02bc\u115f\u1160\u3164\uffa0")
+
+
 def has_words(caption: str) -> bool:
     """True where a caption holds at least one letter or digit (otherwise normalisation leaves it empty)."""
-    return any(ch.isalnum() for ch in caption)
+    return any(ch.isalnum() and ch not in _NOT_WORD_LETTERS for ch in caption)
 
 
 def clean_caption(caption: str) -> str:
@@ -262,9 +270,34 @@ def read_json(path: str | os.PathLike, report: ReadReport, what: str) -> object:
             report.add(BAD_UTF8, path, data[:e.start].count(b"\n") + 1, f"invalid UTF-8 ({e.reason}) replaced by "
                        "U+FFFD", "repaired")
     try:
-        return json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); expected {what}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        parsed = _repair_surrogates(parsed, "", path, report)
+    return parsed
+
+
+# JSON may escape half of a UTF-16 surrogate pair ("\ud83d": an emoji cut in two), which json.loads turns into a str
+# that no UTF-8 encoder (TensorFlow's included) accepts: the caption would crash the vocabulary build.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _repair_surrogates(value, where: str, path: str, report: ReadReport):
+    """`value` with lone surrogates in its strings replaced by U+FFFD, each reported (BAD_UTF8) by its JSON path."""
+    if isinstance(value, str):
+        fixed = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        if fixed != value:
+            report.add(BAD_UTF8, path, None, f"{where or 'the top level'}: a lone UTF-16 surrogate escape (half of "
+                       "an emoji?) replaced by U+FFFD", "repaired")
+        return fixed
+    if isinstance(value, list):
+        return [_repair_surrogates(item, f"{where}[{i}]", path, report) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {_repair_surrogates(key, where, path, report):
+                _repair_surrogates(item, f"{where}.{key}" if where else str(key), path, report)
+                for key, item in value.items()}
+    return value
 
 
 def require_keys(data: object, path: str | os.PathLike, what: str, **types: type) -> None:
