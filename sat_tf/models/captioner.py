@@ -156,9 +156,13 @@ class Captioner(keras.Model):
             # neighbouring steps; measured 2.3x faster per train step (benchmarks/README.md). With a dynamic
             # caption length each step sits in a tf.cond, so one trace serves every length up to `unroll_steps`.
             if static_steps is None:
-                tf.debugging.assert_less_equal(
+                check = tf.debugging.assert_less_equal(
                     steps, unrolled, message=f"caption longer than the Captioner's unroll_steps={unrolled}: "
                                              f"raise unroll_steps, or set it to 0 for a tf.while_loop")
+                # Every output is sliced by `steps`: tying it to the check makes the check fail first, always
+                # (otherwise a shape error downstream may win the race and hide the clear message).
+                with tf.control_dependencies([check] if check is not None else []):
+                    steps = tf.identity(steps)
             batch = tf.shape(annotations)[0]
             zeros = {"h": tf.zeros([batch, self.model_config.units], self.cell.compute_dtype),
                      "context": tf.zeros([batch, self.model_config.feature_dim], self.cell.compute_dtype),
