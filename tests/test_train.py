@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -115,6 +116,9 @@ def test_default_command_quick_end_to_end_then_caption_and_evaluate(tmp_path, ca
     assert os.path.exists(os.path.join(workdir, "config.json")) and os.path.exists(os.path.join(workdir, "vocab.txt"))
     assert os.path.exists(os.path.join(workdir, "eval", "metrics_val.json"))
     assert os.listdir(os.path.join(workdir, "logs"))
+    history = json.load(open(os.path.join(workdir, "history.json")))
+    assert [h["epoch"] for h in history] == [1]
+    assert {"dev_BLEU-4", "dev_CIDEr", "dev_grounding", "xent", "loss"} <= set(history[0])
 
     from sat_tf.evaluate import main as evaluate_main
 

@@ -559,7 +559,7 @@ class _DevScoring(LoopCallback):
         else:
             progress["bad_epochs"].assign_add(1)
         extra: dict[str, Any] = {"eval_seconds": round(result.seconds, 1)}
-        extra.update({f"dev_{k}": v for k, v in result.scores.as_dict().items() if isinstance(v, (int, float))})
+        extra.update({f"dev_{k}": float(v) for k, v in result.scores.scores.items()})
         if result.grounding is not None:
             extra["dev_grounding"] = result.grounding.rate
         bad = int(progress["bad_epochs"].numpy())

@@ -162,7 +162,7 @@ class _EpochEnd(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, "train_seconds": round(train_seconds, 1),
                   "eval_seconds": round(result.seconds, 1),
                   **{k: float(v) for k, v in (logs or {}).items()},
-                  **{f"dev_{k}": v for k, v in result.scores.as_dict().items() if isinstance(v, (int, float))}}
+                  **{f"dev_{k}": float(v) for k, v in result.scores.scores.items()}}
         if result.grounding is not None:
             record["dev_grounding"] = result.grounding.rate
         self.history.append(record)
@@ -188,9 +188,8 @@ class _EpochEnd(keras.callbacks.Callback):
         if self.writer is None:
             return
         with self.writer.as_default(step=step):
-            for key, value in result.scores.as_dict().items():
-                if isinstance(value, (int, float)):
-                    tf.summary.scalar(f"dev/{key}", value)
+            for key, value in result.scores.scores.items():
+                tf.summary.scalar(f"dev/{key}", value)
             lr = self.model.optimizer.learning_rate
             tf.summary.scalar("learning_rate", float(lr.numpy() if hasattr(lr, "numpy") else lr))
             for key, value in logs.items():
