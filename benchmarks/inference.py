@@ -216,7 +216,7 @@ def main(argv=None) -> int:
         rows.append(("tflite float32 beam3 (app)", os.path.getsize(path), batch, seconds,
                      float(decoder.beam_search(pixels[:batch], 3, source.max_tokens)["lengths"][:, 0].mean())))
 
-    print(f"\n| model | size | batch | ms / call | ms / image | images / s | tokens / caption |")
+    print("\n| model | size | batch | ms / call | ms / image | images / s | tokens / caption |")
     print("|---|---|---|---|---|---|---|")
     for name, size, batch, seconds, tokens in rows:
         print(f"| {name} | {size / 2 ** 20:.1f} MiB | {batch} | {seconds * 1000:.1f} | {seconds * 1000 / batch:.1f} | "

@@ -78,11 +78,10 @@ def bench(attention: str, jit: bool, windows: int, steps: int, batching: str, se
     pool = [(make_batch(rng, w), w) for w in (words_for_batch() for _ in range(steps * 2))]
     for batch in warm + [p[0] for p in pool[:2]]:
         step(batch)
-    flops, seconds_total, captions_total = [], 0.0, 0
+    flops = []
     cursor = [0]
 
     def window():
-        nonlocal seconds_total, captions_total
         chosen = [pool[(cursor[0] + i) % len(pool)] for i in range(steps)]
         cursor[0] += steps
 

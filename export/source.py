@@ -19,6 +19,7 @@ import keras
 
 import sat_tf
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig
+from sat_tf.files import write_json_atomic
 from sat_tf.models.captioner import Captioner
 from sat_tf.models.encoder import EncoderSpec, build_encoder, encoder_spec
 from sat_tf.pipelines.extract import MANIFEST
@@ -150,12 +151,7 @@ def write_config(directory: str, payload: dict[str, Any]) -> str:
     """
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, CONFIG)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, payload, sort_keys=True)
 
 
 def write_vocabulary(directory: str, vocabulary: Vocabulary) -> str:

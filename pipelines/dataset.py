@@ -22,7 +22,6 @@ Shapes: B batch, L locations, D depth, T tokens (<start> ... <end>, padded), N c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from sat_tf.pipelines import tfrecord
-from sat_tf.pipelines.extract import MANIFEST, VOCAB
+from sat_tf.pipelines.extract import MANIFEST, VOCAB, sha256_file
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -54,14 +53,6 @@ def load_manifest(features_dir: str) -> dict:
     if manifest.get("format") != tfrecord.FORMAT:
         raise FeatureError(f"{path}: format {manifest.get('format')!r} is not {tfrecord.FORMAT!r}")
     return manifest
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_features(features_dir: str, split: str, *, manifest: dict | None = None,
@@ -99,7 +90,7 @@ def check_features(features_dir: str, split: str, *, manifest: dict | None = Non
             if size != shard["bytes"]:
                 raise FeatureError(f"shard {path} is {size} bytes, the manifest says {shard['bytes']}: truncated or "
                                    f"damaged; {_redo(where, path)}")
-        if verify == "sha256" and _sha256(path) != shard["sha256"]:
+        if verify == "sha256" and sha256_file(path) != shard["sha256"]:
             raise FeatureError(f"shard {path} does not match its sha256 in {where}: corrupt; {_redo(where, path)}")
         paths.append(path)
     if not paths:
@@ -119,9 +110,8 @@ def length_boundaries(max_caption_length: int) -> list[int]:
     return list(range(4, max_caption_length + 3))
 
 
-def steps_per_epoch(manifest: dict, split: str, batch_size: int, num_replicas_in_sync: int = 1) -> int:
-    """Batches per epoch of `training_dataset`: sum over lengths of ceil(captions of that length / B)."""
-    del num_replicas_in_sync  # the global batch is what fit/strategy loops count
+def steps_per_epoch(manifest: dict, split: str, batch_size: int) -> int:
+    """Batches per epoch of `training_dataset`: sum over lengths of ceil(captions of that length / B), B global."""
     histogram = manifest["splits"][split]["length_histogram"]
     return sum(math.ceil(int(count) / batch_size) for count in histogram.values())
 

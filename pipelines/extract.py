@@ -34,6 +34,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from sat_tf.files import write_json_atomic
 from sat_tf.images import ImageError, load_and_resize
 from sat_tf.pipelines import tfrecord
 from sat_tf.pipelines.sources.record import CaptionRecord
@@ -89,7 +90,8 @@ class Progress:
         self.stream.flush()
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -98,14 +100,8 @@ def _sha256(path: str) -> str:
 
 
 def write_json(path: str, payload) -> None:
-    """Writes JSON atomically: a temporary name, fsync, then rename."""
-    tmp = path + _TMP
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Manifests and sidecars: sorted keys, written atomically (`sat_tf.files.write_json_atomic`)."""
+    write_json_atomic(path, payload, sort_keys=True)
 
 
 def plan_shards(records: Sequence[CaptionRecord], shard_size: int) -> list[tuple[str, list[CaptionRecord]]]:
@@ -226,20 +222,16 @@ def _write_shard(out_dir, name, items, encoder, encoder_info, vocabulary, max_ca
                 return
             pixels = np.stack([image for _, image in batch])  # (B, S, S, 3)
             feats = np.asarray(encoder(pixels))  # (B, L, D)
-            for (record, _), annotations in zip(batch, feats):
-                if not np.all(np.isfinite(annotations)):
-                    skipped.append({"image_id": record.image_id, "path": record.image_path,
-                                    "reason": "non-finite features from the encoder"})
-                    continue
-                with np.errstate(over="ignore"):
-                    overflow = not np.all(np.isfinite(annotations.astype(tfrecord.FEATURE_DTYPE)))
-                if overflow:  # serialize_example would raise and stop the whole run for one image
-                    skipped.append({"image_id": record.image_id, "path": record.image_path,
-                                    "reason": "features overflow float16 (|x| > 65504) from the encoder"})
-                    continue
+            for (record, _), features in zip(batch, feats):
                 tokens = vocabulary.encode(list(record.captions), max_caption_length)  # (N, T)
-                writer.write(tfrecord.serialize_example(record.image_id, record.image_path, record.split,
-                                                        annotations, list(record.captions), tokens))
+                try:
+                    example = tfrecord.serialize_example(record.image_id, record.image_path, record.split,
+                                                         features, list(record.captions), tokens)
+                except tfrecord.FeatureValueError as e:  # NaN/Inf or float16 overflow: skip the image, not the run
+                    skipped.append({"image_id": record.image_id, "path": record.image_path,
+                                    "reason": f"{e.reason} from the encoder"})
+                    continue
+                writer.write(example)
                 lengths.update(str(int(n)) for n in (tokens != 0).sum(axis=1))
                 images += 1
                 captions += len(record.captions)
@@ -260,7 +252,7 @@ def _write_shard(out_dir, name, items, encoder, encoder_info, vocabulary, max_ca
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     result = _ShardResult(file=name, split=items[0].split, images=images, captions=captions,
-                          bytes=os.path.getsize(tmp), sha256=_sha256(tmp), length_histogram=dict(lengths),
+                          bytes=os.path.getsize(tmp), sha256=sha256_file(tmp), length_histogram=dict(lengths),
                           skipped=skipped, encoder=encoder_info, vocabulary_checksum=vocabulary.checksum(),
                           max_caption_length=max_caption_length)
     write_json(path + _SIDECAR, dataclasses.asdict(result))  # sidecar first: a final-named shard always has one

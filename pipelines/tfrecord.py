@@ -40,6 +40,14 @@ _SPEC = {
 }
 
 
+class FeatureValueError(ValueError):
+    """Annotations a shard cannot hold; `reason` is short, for manifests ("non-finite features", ...)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def _bytes(values) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
 
@@ -62,14 +70,15 @@ def serialize_example(image_id: str, image_path: str, split: str, annotations: n
     if annotations.ndim != 2:
         raise ValueError(f"{image_id}: annotations must be (L, D), got shape {annotations.shape}")
     if not np.all(np.isfinite(annotations)):
-        raise ValueError(f"{image_id}: annotations contain NaN or Inf")
+        raise FeatureValueError(f"{image_id}: annotations contain NaN or Inf", "non-finite features")
     tokens = np.asarray(tokens, dtype=np.int64)  # (N, T)
     if tokens.ndim != 2 or tokens.shape[0] != len(captions):
         raise ValueError(f"{image_id}: tokens must be (N={len(captions)}, T), got shape {tokens.shape}")
     with np.errstate(over="ignore"):
         half = annotations.astype("<f2")  # (L, D)
     if not np.all(np.isfinite(half)):
-        raise ValueError(f"{image_id}: annotations overflow float16 (|x| > 65504)")
+        raise FeatureValueError(f"{image_id}: annotations overflow float16 (|x| > 65504)",
+                                "features overflow float16 (|x| > 65504)")
     lengths = (tokens != 0).sum(axis=1)  # (N,) pad id is 0
     example = tf.train.Example(features=tf.train.Features(feature={
         "image_id": _bytes([image_id.encode("utf-8")]),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Literal
 
 ATTENTION_KINDS = ("soft", "hard")
@@ -184,12 +183,9 @@ def config_from_dict(cls, values: dict[str, Any]):
 
 def save_config(path: str, **configs) -> None:
     """Writes `{"model": {...}, "train": {...}, ...}` as JSON, atomically (temporary name, then rename)."""
-    payload = {name: dataclasses.asdict(cfg) for name, cfg in configs.items()}
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    from sat_tf.files import write_json_atomic
+
+    write_json_atomic(path, {name: dataclasses.asdict(cfg) for name, cfg in configs.items()}, sort_keys=True)
 
 
 def load_config(path: str) -> dict[str, Any]:

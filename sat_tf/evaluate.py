@@ -6,7 +6,6 @@ A thin shell over `sat_tf.evaluation.evaluate`."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Sequence
@@ -42,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out or os.path.join(args.workdir, "eval")
         result = evaluate(experiment.captioner, experiment.vocabulary, experiment.features_dir, split=split,
                           beam_size=beam, max_length=args.max_length or train.max_length, limit=args.limit,
-                          scene_objects=objects, out_dir=out)
+                          length_penalty=args.length_penalty, scene_objects=objects, out_dir=out)
     except (FileNotFoundError, ValueError, FeatureError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

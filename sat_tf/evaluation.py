@@ -11,12 +11,12 @@ Shapes: B images per batch, S decoded steps, L locations.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
 import numpy as np
 
+from sat_tf.files import write_json_atomic
 from sat_tf.metrics.coco_caption import CaptionScores, score_captions, write_coco_results
 from sat_tf.pipelines.dataset import evaluation_dataset, load_manifest
 from sat_tf.text.vocabulary import Vocabulary
@@ -96,7 +96,8 @@ class Evaluation:
 
 
 def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str = "val", beam_size: int = 3,
-             max_length: int = 20, batch_size: int = 32, limit: int = 0, scene_objects: dict | None = None,
+             max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
+             scene_objects: dict | None = None,
              out_dir: str | None = None, metrics=("bleu", "meteor", "rouge", "cider"),
              verify: str = "sha256") -> Evaluation:
     """Decodes and scores a split; writes `<out_dir>/captions_<split>.json` (COCO results format) and
@@ -106,14 +107,16 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         captioner: a Captioner.
         vocabulary: its Vocabulary.
         features_dir: str. Feature shards (pipelines.extract).
-        split, beam_size, max_length, batch_size, limit: decoding settings (limit 0 = every image).
+        split, beam_size, max_length, batch_size, limit, length_penalty: decoding settings (limit 0 = every
+            image; see `Captioner.generate` for the length penalty).
         scene_objects: dict image_id -> objects, for the attention-grounding rate (embedded scenes dataset).
         out_dir: str or None. Where to write the JSON files.
         metrics: which coco-caption metrics to compute.
     """
     start = time.perf_counter()
     decoded = decode_split(captioner, vocabulary, features_dir, split=split, beam_size=beam_size,
-                           max_length=max_length, batch_size=batch_size, limit=limit, verify=verify)
+                           max_length=max_length, batch_size=batch_size, limit=limit,
+                           length_penalty=length_penalty, verify=verify)
     references = {d.image_id: d.references for d in decoded}
     candidates = {d.image_id: d.caption for d in decoded}
     scores = score_captions(references, candidates, metrics=metrics)
@@ -130,8 +133,5 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_coco_results(os.path.join(out_dir, f"captions_{split}.json"), candidates)
-        tmp = os.path.join(out_dir, f"metrics_{split}.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result.summary(), f, indent=2, sort_keys=True)
-        os.replace(tmp, os.path.join(out_dir, f"metrics_{split}.json"))
+        write_json_atomic(os.path.join(out_dir, f"metrics_{split}.json"), result.summary(), sort_keys=True)
     return result

@@ -43,7 +43,7 @@ def figure_size(num_words: int, panel_size: int = 224, columns: int = 5) -> tupl
         columns: int. Panels per row.
     """
     _check_layout(num_words, panel_size, columns)
-    cell_w, cell_h = panel_size + 2 * PANEL_MARGIN, LABEL_HEIGHT + panel_size + 2 * PANEL_MARGIN
+    cell_w, cell_h = _cell_size(panel_size)
     return min(num_words, columns) * cell_w, math.ceil(num_words / columns) * cell_h
 
 
@@ -57,7 +57,7 @@ def figure_panel_boxes(num_words: int, panel_size: int = 224, columns: int = 5
         columns: int. Panels per row.
     """
     _check_layout(num_words, panel_size, columns)
-    cell_w, cell_h = panel_size + 2 * PANEL_MARGIN, LABEL_HEIGHT + panel_size + 2 * PANEL_MARGIN
+    cell_w, cell_h = _cell_size(panel_size)
     boxes = []
     for k in range(num_words):
         left = (k % columns) * cell_w + PANEL_MARGIN
@@ -216,6 +216,11 @@ def _draw_label(draw: ImageDraw.ImageDraw, font, word: str, box: tuple[int, int,
 # ----------------------------------------------------------------------------------------------------------
 # Validation
 # ----------------------------------------------------------------------------------------------------------
+
+def _cell_size(panel_size: int) -> tuple[int, int]:
+    """(width, height) of one panel's cell: the P x P panel, its label strip above, margins around."""
+    return panel_size + 2 * PANEL_MARGIN, LABEL_HEIGHT + panel_size + 2 * PANEL_MARGIN
+
 
 def _check_layout(num_words: int, panel_size: int, columns: int) -> None:
     if isinstance(num_words, bool) or not isinstance(num_words, (int, np.integer)) or num_words < 1:

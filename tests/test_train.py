@@ -135,3 +135,25 @@ def test_default_command_quick_end_to_end_then_caption_and_evaluate(tmp_path, ca
     captured = capsys.readouterr()
     assert code == 1  # one file failed, the other was captioned
     assert image in captured.out and "bad.jpg\terror: cannot identify image file" in captured.err
+
+
+def test_mixed_precision_trains_in_bfloat16_with_float32_weights_and_does_not_leak():
+    import keras
+
+    model_config, train_config, _ = _tiny("")
+    model_config = dataclasses.replace(model_config, vocab_size=20, feature_dim=8, attention="hard")
+    rng = np.random.default_rng(0)
+    batch = {"annotations": rng.random((4, 6, 8), dtype=np.float32),
+             "tokens": rng.integers(3, 20, (4, 7)).astype(np.int32)}
+    try:
+        model = trainer.build_model(model_config, dataclasses.replace(train_config, mixed_precision=True))
+        assert model.cell.compute_dtype == "bfloat16"
+        assert all(v.dtype == "float32" for v in model.trainable_variables)
+        out = model.teacher_forcing(batch["annotations"], batch["tokens"], training=False)
+        assert out["logits"].dtype == tf.float32  # softmax and losses in float32
+        history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(3), epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][-1]) and np.isfinite(history.history["reinforce"][-1])
+        plain = trainer.build_model(model_config, train_config)
+        assert plain.cell.compute_dtype == "float32"  # the global policy did not leak into the next build
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

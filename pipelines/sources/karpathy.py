@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 
 from sat_tf.pipelines.sources.record import (DUPLICATE_CAPTION_ID, DUPLICATE_IMAGE, EMPTY_CAPTION, MALFORMED_ENTRY,
-                                             MISSING_IMAGE, NO_CAPTIONS, SPLITS, UNKNOWN_SPLIT, CaptionRecord,
-                                             ImageFiles, ReadReport, clean_caption, has_words, missing_key,
-                                             raise_if_all_malformed, read_json, require_keys)
+                                             SPLITS, UNKNOWN_SPLIT, CaptionRecord, ImageFiles, ReadReport,
+                                             clean_caption, has_words, missing_key, keep_image, raise_if_all_malformed,
+                                             read_json, require_keys)
 
 WHAT = "a Karpathy split file (dataset_*.json)"
 
@@ -79,13 +79,7 @@ def read_karpathy(dataset_json: str | os.PathLike, images_dir: str | os.PathLike
         seen_images[image_id] = where
         captions = _captions(entry["sentences"], where, path, seen_sentences, report)
         image_path = os.path.join(images_dir, entry.get("filepath", ""), entry["filename"])
-        if not captions:
-            report.add(NO_CAPTIONS, path, None, f"{where}: image {image_id!r} has no usable caption")
-        elif images is not None and not images.exists(image_path):
-            report.add(MISSING_IMAGE, path, None, f"{where}: {image_path} does not exist")
-        else:
-            records.append(CaptionRecord(image_id=image_id, image_path=image_path, captions=tuple(captions),
-                                         split=split))
+        keep_image(records, report, path, where, image_id, image_path, captions, split, images)
     raise_if_all_malformed(report, path, "images", len(data["images"]), num_good, WHAT)
     report.finish(records)
     return records, report

@@ -154,6 +154,39 @@ class ReadReport:
         return self.summary()
 
 
+def _read_bytes(path: str, report: ReadReport, missing: str) -> bytes:
+    """A file's bytes without a leading UTF-8 byte-order mark (reported as repaired); `missing` is the
+    FileNotFoundError message."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(missing) from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        report.add(BOM, path, 1, "UTF-8 byte-order mark removed", "repaired")
+        data = data[3:]
+    return data
+
+
+def keep_image(records: list[CaptionRecord], report: ReadReport, path: str, where: str, image_id: str,
+               image_path: str, captions: list[str], split: str, images: "ImageFiles | None") -> None:
+    """Appends the image's record, or reports why it is skipped (no usable caption, missing file).
+
+    Args:
+        records: the reader's output list.
+        report: where problems go.
+        path: the annotation file; `where`: the entry's JSON path in it, for messages.
+        image_id, image_path, captions, split: the record's fields.
+        images: an ImageFiles to check the file exists, or None to skip the check.
+    """
+    if not captions:
+        report.add(NO_CAPTIONS, path, None, f"{where}: image {image_id!r} has no usable caption")
+    elif images is not None and not images.exists(image_path):
+        report.add(MISSING_IMAGE, path, None, f"{where}: {image_path} does not exist")
+    else:
+        records.append(CaptionRecord(image_id=image_id, image_path=image_path, captions=tuple(captions), split=split))
+
+
 def read_lines(path: str | os.PathLike, report: ReadReport) -> Iterator[tuple[int, str]]:
     """Yields (1-based line number, text) of a UTF-8 text file, never failing on its content.
 
@@ -170,14 +203,7 @@ def read_lines(path: str | os.PathLike, report: ReadReport) -> Iterator[tuple[in
         FileNotFoundError: naming the file, where it does not exist.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        report.add(BOM, path, 1, "UTF-8 byte-order mark removed", "repaired")
-        data = data[3:]
+    data = _read_bytes(path, report, f"{path} does not exist")
     # A file whose lines end in "\r" only would otherwise be one line: every caption glued into the first one.
     lines = data.split(b"\n" if b"\n" in data or b"\r" not in data else b"\r")
     if lines and lines[-1] == b"":
@@ -246,14 +272,7 @@ def read_json(path: str | os.PathLike, report: ReadReport, what: str) -> object:
         ValueError: naming the file, line and column, where it is not JSON.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist (expected {what})") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        report.add(BOM, path, 1, "UTF-8 byte-order mark removed", "repaired")
-        data = data[3:]
+    data = _read_bytes(path, report, f"{path} does not exist (expected {what})")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

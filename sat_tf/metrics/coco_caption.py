@@ -26,7 +26,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import threading
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
@@ -35,6 +34,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
+
+from sat_tf.files import write_json_atomic
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider")
 # Report keys per metric name, in report order.
@@ -127,7 +128,7 @@ class CaptionScores:
             path: str or PathLike. Output file; parent folders are created.
             per_image: bool. Include the per-image scores.
         """
-        _atomic_write_json(path, self.as_dict(per_image=per_image))
+        write_json_atomic(path, self.as_dict(per_image=per_image), indent=1, ensure_ascii=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -396,23 +397,6 @@ def score_captions(references: Mapping[Hashable, Sequence[str]], candidates: Map
 # Files
 # ----------------------------------------------------------------------------------------------------------
 
-def _atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
-    """json.dump to a temp file beside `path`, then os.replace, so readers never see a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def coco_image_id(image_id: Hashable) -> Hashable:
     """COCO results id: an all-ASCII-digit string becomes an int ("000139" -> 139); anything else unchanged."""
     if isinstance(image_id, str) and re.fullmatch(r"[0-9]+", image_id):
@@ -447,7 +431,7 @@ def write_coco_results(path: str | os.PathLike, candidates: Mapping[Hashable, st
         else:
             out_id = coco_image_id(key)
         records.append({"image_id": out_id, "caption": caption})
-    _atomic_write_json(path, records)
+    write_json_atomic(path, records, indent=1, ensure_ascii=False)
     return records
 
 

@@ -60,6 +60,7 @@ import tensorflow as tf
 
 from sat_tf import workdir as wd
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig
+from sat_tf.files import write_json_atomic
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -489,9 +490,7 @@ class DistributedTrainer:
         if not self.is_chief:
             return
         path = os.path.join(self.workdir, wd.HISTORY)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(self.history, f, indent=2)
-        os.replace(path + ".tmp", path)
+        write_json_atomic(path, self.history)
         # tf.summary.write with the "scalars" plugin tag is what tf.summary.scalar writes, without needing the
         # tensorboard package at training time.
         metadata = tf.compat.v1.SummaryMetadata(

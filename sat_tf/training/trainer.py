@@ -35,6 +35,7 @@ import tensorflow as tf
 from sat_tf import workdir as wd
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig, load_config
 from sat_tf.evaluation import Evaluation, evaluate
+from sat_tf.files import write_json_atomic
 from sat_tf.pipelines.dataset import steps_per_epoch, training_dataset
 from sat_tf.pipelines.prepare import prepare_features, scenes_dir
 from sat_tf.text.vocabulary import Vocabulary
@@ -231,18 +232,14 @@ def _append_history(path: str, record: dict) -> None:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             history = json.load(f)
-    history = [h for h in history if h["epoch"] < record["epoch"]] + [record]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(history, f, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(path, [h for h in history if h["epoch"] < record["epoch"]] + [record])
 
 
 def build_model(model_config: ModelConfig, train_config: TrainConfig) -> keras.Model:
     """The Captioner, compiled with Adam (global-norm clipping) and every optimizer slot created."""
     keras.utils.set_random_seed(train_config.seed)
-    if train_config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    # Set either way: Keras' policy is global, so an earlier mixed-precision build must not leak into this one.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if train_config.mixed_precision else "float32")
     model = wd.build_captioner(model_config, seed=train_config.seed)
     optimizer = keras.optimizers.Adam(train_config.learning_rate,
                                       global_clipnorm=train_config.clip_norm or None)
