@@ -39,7 +39,7 @@ class ModelConfig:
             instead of a sampled location (paper sec. 4.1: 0.5). Drawn once per minibatch, as the authors' code did.
         hard_inference: str. How hard attention picks z_t when not training: "expected" (the soft context, what the
             authors evaluated with), "argmax" (the most likely location) or "sample".
-        pad_id, start_id, end_id: int. Special token ids shared with the vocabulary file.
+        pad_id, start_id, end_id, unk_id: int. Special token ids shared with the vocabulary file.
     """
 
     vocab_size: int = 10000
@@ -59,6 +59,7 @@ class ModelConfig:
     pad_id: int = 0
     start_id: int = 1
     end_id: int = 2
+    unk_id: int = 3
 
     def __post_init__(self):
         _check_choice("attention", self.attention, ATTENTION_KINDS)
@@ -71,8 +72,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"ModelConfig.{name} must lie in [0, 1], got {value!r}")
-        if len({self.pad_id, self.start_id, self.end_id}) != 3:
-            raise ValueError("ModelConfig.pad_id, start_id and end_id must be three different ids")
+        if len({self.pad_id, self.start_id, self.end_id, self.unk_id}) != 4:
+            raise ValueError("ModelConfig.pad_id, start_id, end_id and unk_id must be four different ids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,14 @@ class TrainConfig:
         patience: int. Early stopping: stop after this many epochs without a better dev BLEU-4 (the paper's
             criterion); 0 switches early stopping off.
         keep_checkpoints: int. Epoch checkpoints kept for resuming (the best model is kept apart).
+        length_penalty: float. Beam ranking by log p / length**alpha for dev scores, evaluate and caption.
+        suppress_unk: bool. Decoding never emits <unk> (dev scores, evaluate, caption, exports).
+        scst_epochs: int. Self-critical epochs after the teacher-forced ones (Rennie et al. 2017; 0 = none): they
+            start from the best teacher-forced model and optimise the CIDEr-D of sampled captions
+            (`sat_tf.training.self_critical`).
+        scst_learning_rate: float. Adam step size during the self-critical epochs.
+        scst_samples: int. Captions sampled per image (>= 2; the baseline is the mean of the others).
+        scst_images: int. Images per self-critical minibatch.
     """
 
     batch_size: int = 64
@@ -105,13 +114,25 @@ class TrainConfig:
     beam_size: int = 3
     patience: int = 3
     keep_checkpoints: int = 2
+    length_penalty: float = 0.0
+    suppress_unk: bool = True
+    scst_epochs: int = 0
+    scst_learning_rate: float = 5e-5
+    scst_samples: int = 5
+    scst_images: int = 16
 
     def __post_init__(self):
-        for name in ("batch_size", "epochs", "max_length", "beam_size"):
+        for name in ("batch_size", "epochs", "max_length", "beam_size", "scst_images"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate!r}")
+        for name in ("learning_rate", "scst_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if self.scst_epochs < 0:
+            raise ValueError(f"TrainConfig.scst_epochs must be >= 0, got {self.scst_epochs!r}")
+        if self.scst_samples < 2:
+            raise ValueError(f"TrainConfig.scst_samples must be >= 2 (the baseline needs another sample), "
+                             f"got {self.scst_samples!r}")
 
 
 DATASETS = ("scenes", "flickr8k", "coco", "karpathy")

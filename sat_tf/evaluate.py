@@ -18,7 +18,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default=None, help="default: the work dir's data.eval_split")
     p.add_argument("--beam-size", type=int, default=None, help="default: the work dir's train.beam_size")
     p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--length-penalty", type=float, default=0.0)
+    p.add_argument("--length-penalty", type=float, default=None,
+                   help="rank beams by log p / length**alpha (default: the work dir's train.length_penalty)")
+    p.add_argument("--allow-unk", action="store_true",
+                   help="let the decoder emit <unk> (by default it is suppressed: no reference contains it)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images (0 = all)")
     p.add_argument("--out", default="", help="output dir for the JSON files (default: <workdir>/eval)")
     args = p.parse_args(argv)
@@ -41,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out or os.path.join(args.workdir, "eval")
         result = evaluate(experiment.captioner, experiment.vocabulary, experiment.features_dir, split=split,
                           beam_size=beam, max_length=args.max_length or train.max_length, limit=args.limit,
-                          length_penalty=args.length_penalty, scene_objects=objects, out_dir=out)
+                          length_penalty=train.length_penalty if args.length_penalty is None else args.length_penalty,
+                          suppress_unk=not args.allow_unk, scene_objects=objects, out_dir=out)
     except (FileNotFoundError, ValueError, FeatureError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

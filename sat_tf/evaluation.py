@@ -49,7 +49,7 @@ class Decoded:
 
 def decode_split(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str = "val", beam_size: int = 3,
                  max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
-                 verify: str = "sha256") -> list[Decoded]:
+                 suppress_unk: bool = True, verify: str = "sha256") -> list[Decoded]:
     """Generates a caption for every image of `split` (the first `limit` images when limit > 0)."""
     manifest = load_manifest(features_dir)
     ds = evaluation_dataset(features_dir, batch_size, split=split, limit=limit, manifest=manifest,
@@ -60,7 +60,7 @@ def decode_split(captioner, vocabulary: Vocabulary, features_dir: str, *, split:
     results: list[Decoded] = []
     for batch in ds:
         out = captioner.generate(batch["annotations"], beam_size=beam_size, max_length=max_length,
-                                 length_penalty=length_penalty)
+                                 length_penalty=length_penalty, suppress_unk=suppress_unk)
         tokens = out["tokens"].numpy()  # (B, S)
         alphas = out["alpha"].numpy()  # (B, S, L)
         locations = out["location"].numpy() if "location" in out else None  # (B, S)
@@ -84,10 +84,11 @@ class Evaluation:
     decoded: list[Decoded]
     grounding: object | None = None
     seconds: float = 0.0
+    decoding: dict = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict:
         out = {"split": self.split, "beam_size": self.beam_size, "images": len(self.decoded),
-               "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1)}
+               "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1), "decoding": self.decoding}
         if self.grounding is not None:
             g = self.grounding
             out["grounding"] = {"rate": g.rate, "hits": g.hits, "total": g.total, "chance": g.chance,
@@ -97,7 +98,7 @@ class Evaluation:
 
 def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str = "val", beam_size: int = 3,
              max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
-             scene_objects: dict | None = None,
+             suppress_unk: bool = True, scene_objects: dict | None = None,
              out_dir: str | None = None, metrics=("bleu", "meteor", "rouge", "cider"),
              verify: str = "sha256") -> Evaluation:
     """Decodes and scores a split; writes `<out_dir>/captions_<split>.json` (COCO results format) and
@@ -107,8 +108,8 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         captioner: a Captioner.
         vocabulary: its Vocabulary.
         features_dir: str. Feature shards (pipelines.extract).
-        split, beam_size, max_length, batch_size, limit, length_penalty: decoding settings (limit 0 = every
-            image; see `Captioner.generate` for the length penalty).
+        split, beam_size, max_length, batch_size, limit, length_penalty, suppress_unk: decoding settings (limit
+            0 = every image; see `Captioner.generate` for the length penalty and <unk> suppression).
         scene_objects: dict image_id -> objects, for the attention-grounding rate (embedded scenes dataset).
         out_dir: str or None. Where to write the JSON files.
         metrics: which coco-caption metrics to compute.
@@ -116,7 +117,7 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
     start = time.perf_counter()
     decoded = decode_split(captioner, vocabulary, features_dir, split=split, beam_size=beam_size,
                            max_length=max_length, batch_size=batch_size, limit=limit,
-                           length_penalty=length_penalty, verify=verify)
+                           length_penalty=length_penalty, suppress_unk=suppress_unk, verify=verify)
     references = {d.image_id: d.references for d in decoded}
     candidates = {d.image_id: d.caption for d in decoded}
     scores = score_captions(references, candidates, metrics=metrics)
@@ -129,7 +130,9 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         grid = tuple(manifest["encoder"]["grid"])
         samples = [(d.words, d.alpha, scene_objects[d.image_id]) for d in decoded if d.image_id in scene_objects]
         grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
-    result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start)
+    result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start,
+                        decoding={"beam_size": beam_size, "max_length": max_length, "length_penalty": length_penalty,
+                                  "suppress_unk": suppress_unk})
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_coco_results(os.path.join(out_dir, f"captions_{split}.json"), candidates)

@@ -64,7 +64,10 @@ class ImageCaptioner:
             chunk = good[start:start + batch_size]
             pixels = np.stack([image for _, image in chunk])  # (B, S, S, 3)
             annotations = self.encoder(pixels, training=False)  # (B, L, D)
-            out = self.experiment.captioner.generate(annotations, beam_size=beam_size, max_length=max_length)
+            train = self.experiment.train_config
+            out = self.experiment.captioner.generate(annotations, beam_size=beam_size, max_length=max_length,
+                                                     length_penalty=train.length_penalty,
+                                                     suppress_unk=train.suppress_unk)
             tokens, alphas = out["tokens"].numpy(), out["alpha"].numpy()  # (B, T), (B, T, L)
             locations = out["location"].numpy() if "location" in out else None
             for row, (i, _) in enumerate(chunk):

@@ -141,15 +141,25 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
 
 
 def greedy_search(step_fn: Callable, initial_state, batch_size, max_length: int, start_id: int, end_id: int,
-                  pad_id: int = 0):
+                  pad_id: int = 0, sample_seed=None):
     """Greedy decoding: the arg-max token at every step. Same contract as `beam_search` with K = 1, returning
-    (B, S) tokens, (B,) lengths and log_probs, and (B, S, *R) records."""
+    (B, S) tokens, (B,) lengths and log_probs, and (B, S, *R) records.
+
+    With `sample_seed` (int32 (2,) stateless seed) every token is instead drawn from the step's distribution
+    (ancestral sampling: the caption is an exact draw from the model, as self-critical training needs); step t
+    uses fold_in(sample_seed, t), so a seed gives the same captions in any run.
+    """
     tokens = tf.fill([batch_size], tf.constant(start_id, tf.int32))
     step_log_probs, state, records = step_fn(tokens, initial_state, tf.constant(0))
 
     def pick(t, step_log_probs, records, log_probs, finished, lengths, sequences, buffers):
         step_log_probs = tf.cast(step_log_probs, tf.float32)  # (B, V)
-        token = tf.argmax(step_log_probs, axis=-1, output_type=tf.int32)  # (B,)
+        if sample_seed is None:
+            token = tf.argmax(step_log_probs, axis=-1, output_type=tf.int32)  # (B,)
+        else:
+            token = tf.random.stateless_categorical(
+                step_log_probs, 1, seed=tf.random.experimental.stateless_fold_in(sample_seed, t),
+                dtype=tf.int32)[:, 0]  # (B,)
         live = tf.logical_not(finished)
         chosen = tf.gather(step_log_probs, token, batch_dims=1)  # (B,)
         log_probs += tf.where(live, chosen, 0.0)

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from sat_tf.config import ModelConfig
-from sat_tf.decoding.beam_search import beam_search, greedy_search, tile_beams
+from sat_tf.decoding.beam_search import NEG_INF, beam_search, greedy_search, tile_beams
 from sat_tf.layers.attention_lstm_cell import AttentionLSTMCell
 
 SOFT_TERMS = ("loss", "xent", "alpha_reg", "perplexity")
@@ -40,7 +40,7 @@ class Captioner(keras.Model):
     Args:
         vocab_size, feature_dim, embedding_dim, units, attention_dim, attention, gate, dropout,
         alpha_regularization, reinforce_weight, entropy_weight, baseline_decay, expected_context_prob,
-        hard_inference, pad_id, start_id, end_id: see `sat_tf.config.ModelConfig`.
+        hard_inference, pad_id, start_id, end_id, unk_id: see `sat_tf.config.ModelConfig`.
         seed: int or None. Seeds dropout, hard-attention sampling and the expected-context coin.
         unroll_steps: int. Teacher forcing of captions with up to this many steps runs as an unrolled graph
             (much faster on CPU, see benchmarks/README.md); 0 uses a tf.while_loop for any length. Captions with
@@ -51,7 +51,7 @@ class Captioner(keras.Model):
                  attention_dim: int = 512, attention: str = "soft", gate: str = "scalar", dropout: float = 0.5,
                  alpha_regularization: float = 1.0, reinforce_weight: float = 1.0, entropy_weight: float = 0.002,
                  baseline_decay: float = 0.9, expected_context_prob: float = 0.5, hard_inference: str = "expected",
-                 pad_id: int = 0, start_id: int = 1, end_id: int = 2, seed: int | None = None,
+                 pad_id: int = 0, start_id: int = 1, end_id: int = 2, unk_id: int = 3, seed: int | None = None,
                  unroll_steps: int = 32, **kwargs):
         super().__init__(**kwargs)
         # Validates every field with the same rules as the dataclass.
@@ -61,7 +61,7 @@ class Captioner(keras.Model):
             alpha_regularization=alpha_regularization, reinforce_weight=reinforce_weight,
             entropy_weight=entropy_weight, baseline_decay=baseline_decay,
             expected_context_prob=expected_context_prob, hard_inference=hard_inference, pad_id=pad_id,
-            start_id=start_id, end_id=end_id)
+            start_id=start_id, end_id=end_id, unk_id=unk_id)
         self.seed = seed
         self.unroll_steps = int(unroll_steps)
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")  # E
@@ -79,6 +79,9 @@ class Captioner(keras.Model):
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in (HARD_TERMS if attention == "hard" else SOFT_TERMS)}
         self._decoders = {}
+        # A `sat_tf.training.self_critical.SelfCritical` makes `fit` run self-critical steps instead of
+        # teacher forcing (set by the trainer for its second phase; not part of the saved model).
+        self.self_critical = None
         self.built = True
 
     @classmethod
@@ -284,6 +287,8 @@ class Captioner(keras.Model):
         return terms
 
     def train_step(self, data):
+        if self.self_critical is not None:
+            return self.self_critical.train_step(self, data)
         annotations, tokens = _unpack(data)
         use_expected = None
         seed = None
@@ -318,15 +323,20 @@ class Captioner(keras.Model):
 
     @property
     def metrics(self):
+        if self.self_critical is not None:
+            return list(self.self_critical.trackers.values())
         return list(self.trackers.values())
 
     # -- decoding -------------------------------------------------------------------------------------------
 
-    def decode_step_fn(self, annotations, beam_size: int = 1, seed=None):
+    def decode_step_fn(self, annotations, beam_size: int = 1, seed=None, suppress_unk: bool = True,
+                       mode: str | None = None):
         """(initial state, step_fn) for `sat_tf.decoding` over B images x K beams.
 
         annotations: (B, L, D). The step function maps tokens (B*K,) and state [h, c] to log-probs (B*K, V) and
-        records `alpha` (B*K, L) (and `location` (B*K,) for hard attention).
+        records `alpha` (B*K, L) (and `location` (B*K,) for hard attention). <pad> and <start> are never
+        emitted; with `suppress_unk` neither is <unk> (no reference contains it, so an <unk> is always a miss; the
+        remaining words are renormalised, as if <unk> were not in the vocabulary).
         """
         cfg = self.model_config
         annotations = tf.cast(tf.convert_to_tensor(annotations), self.cell.compute_dtype)
@@ -335,7 +345,10 @@ class Captioner(keras.Model):
         if beam_size > 1:
             annotations, projected, h, c = (tile_beams(x, beam_size) for x in (annotations, projected, h, c))
         kernel = self.cell.recurrent_kernel()
-        mode = cfg.hard_inference if self.is_hard else "expected"
+        mode = (mode or cfg.hard_inference) if self.is_hard else "expected"
+        banned = [cfg.pad_id, cfg.start_id] + ([cfg.unk_id] if suppress_unk else [])
+        logit_mask = tf.constant(
+            [NEG_INF if i in banned else 0.0 for i in range(cfg.vocab_size)], tf.float32)  # (V,)
 
         def step_fn(tokens, state, t):
             embedded = self.embedding(tokens)  # (N, E)
@@ -346,35 +359,60 @@ class Captioner(keras.Model):
             records = {"alpha": tf.cast(extras["alpha"], tf.float32)}
             if self.is_hard:
                 records["location"] = extras["location"]
-            return tf.nn.log_softmax(tf.cast(logits, tf.float32)), [h, c], records
+            return tf.nn.log_softmax(tf.cast(logits, tf.float32) + logit_mask), [h, c], records
 
         return [h, c], step_fn
 
     def decode(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
-               seed=None):
+               seed=None, suppress_unk: bool = True):
         """Graph-mode-friendly batched decoding (greedy when beam_size == 1); see `generate`."""
         cfg = self.model_config
         if self.is_hard and cfg.hard_inference == "sample" and seed is None:
             seed = tf.cast(self.seed_generator.next(), tf.int32)
-        state, step_fn = self.decode_step_fn(annotations, beam_size, seed)
+        state, step_fn = self.decode_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
         batch = tf.shape(annotations)[0]
         if beam_size == 1:
             return greedy_search(step_fn, state, batch, max_length, cfg.start_id, cfg.end_id, cfg.pad_id)
         return beam_search(step_fn, state, batch, beam_size, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
                            length_penalty)
 
+    def sample(self, annotations, num_samples: int, max_length: int = 20, seed=None, suppress_unk: bool = True):
+        """`num_samples` captions per image drawn from the model (ancestral sampling, no dropout), for
+        self-critical training. Hard attention draws its locations too when `hard_inference` is "sample" (then
+        they are part of the sampled action and returned as `location`); otherwise its context is the inference
+        one.
+
+        Args:
+            annotations: (B, L, D).
+            num_samples: K.
+            seed: int32 (2,) stateless seed (drawn from the model if None).
+        Returns:
+            dict with `tokens` (B*K, S) (the K samples of image b in rows b*K .. b*K + K-1, the end token
+            included, then padding), `lengths` (B*K,), `log_probs` (B*K,), `alpha` (B*K, S, L) and for hard
+            attention `location` (B*K, S).
+        """
+        cfg = self.model_config
+        if seed is None:
+            seed = tf.cast(self.seed_generator.next(), tf.int32)
+        word_seed, location_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        state, step_fn = self.decode_step_fn(annotations, num_samples, location_seed, suppress_unk=suppress_unk)
+        rows = tf.shape(annotations)[0] * num_samples
+        return greedy_search(step_fn, state, rows, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
+                             sample_seed=word_seed)
+
     def generate(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
-                 return_all_beams: bool = False):
-        """Captions for a batch of images, compiled once per (beam_size, max_length, length_penalty).
+                 return_all_beams: bool = False, suppress_unk: bool = True):
+        """Captions for a batch of images, compiled once per (beam_size, max_length, length_penalty, suppress_unk).
 
         Returns a dict of numpy-convertible tensors: `tokens` (B, S) (the end token included, then padding),
         `lengths` (B,), `log_probs` (B,), `scores` (B,), `alpha` (B, S, L) and for hard attention `location`
         (B, S); with `return_all_beams` every output keeps its beam axis K after B, best beam first.
         """
-        key = (int(beam_size), int(max_length), float(length_penalty))
+        key = (int(beam_size), int(max_length), float(length_penalty), bool(suppress_unk))
         if key not in self._decoders:
             self._decoders[key] = tf.function(
-                lambda a: self.decode(a, beam_size=key[0], max_length=key[1], length_penalty=key[2]),
+                lambda a: self.decode(a, beam_size=key[0], max_length=key[1], length_penalty=key[2],
+                                      suppress_unk=key[3]),
                 reduce_retracing=True)
         out = self._decoders[key](tf.convert_to_tensor(annotations))
         if beam_size > 1 and not return_all_beams:

@@ -542,7 +542,8 @@ class _DevScoring(LoopCallback):
 
         exp, cfg, progress = self.experiment, self.experiment.train_config, self.progress
         result = evaluate(self.trainer.model, exp.vocabulary, exp.features_dir, split=exp.data_config.eval_split,
-                          beam_size=cfg.beam_size, max_length=cfg.max_length, limit=exp.data_config.eval_images,
+                          beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
+                          suppress_unk=cfg.suppress_unk, limit=exp.data_config.eval_images,
                           metrics=EPOCH_METRICS, scene_objects=self.scene_objects, verify="size")
         bleu4 = result.scores["BLEU-4"]
         improved = bleu4 > float(progress["best_bleu4"].numpy())
@@ -595,6 +596,9 @@ def train_with_strategy(workdir: str, model_config: ModelConfig, train_config: T
     from sat_tf.pipelines.dataset import check_features, load_manifest, training_dataset
     from sat_tf.training import trainer as single
 
+    if train_config.scst_epochs:
+        raise ValueError("TrainConfig.scst_epochs: self-critical training runs with the default strategy only (its "
+                         "CIDEr-D reward is a Python function); train with --strategy default")
     start = time.perf_counter()
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     chief = is_chief(strategy)
@@ -643,7 +647,8 @@ def train_with_strategy(workdir: str, model_config: ModelConfig, train_config: T
         wd.checkpoint_for(trainer.model).restore(best).expect_partial()
         scoring = trainer.callbacks[0]
         final = evaluate(trainer.model, experiment.vocabulary, features_dir, split=data.eval_split,
-                         beam_size=cfg.beam_size, max_length=cfg.max_length, scene_objects=scoring.scene_objects,
+                         beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
+                         suppress_unk=cfg.suppress_unk, scene_objects=scoring.scene_objects,
                          out_dir=experiment.path("eval"))
     return single.TrainResult(workdir, int(trainer.epoch) - initial_epoch, int(progress["best_epoch"].numpy()),
                               float(progress["best_bleu4"].numpy()), stopped, trainer.history, final,

@@ -15,7 +15,11 @@
    epoch checkpoint; it stops after `patience` epochs without a better BLEU-4;
 5. a loss that becomes NaN or Inf stops the run with `TrainingDiverged`, leaving the last good checkpoint as the
    latest one (nothing of the broken epoch is saved);
-6. finally scores the best model on the whole dev split (with METEOR) and writes `<workdir>/eval/`.
+6. with `scst_epochs` > 0, a second phase of self-critical epochs (`sat_tf.training.self_critical`) follows the
+   teacher-forced ones: it starts from the best teacher-forced model, numbers its epochs on from the last one,
+   and is scored, checkpointed, resumed and early-stopped the same way (the phase's first epoch is recorded in
+   the checkpoint, so a killed run resumes in the right phase);
+7. finally scores the best model on the whole dev split (with METEOR) and writes `<workdir>/eval/`.
 """
 
 from __future__ import annotations
@@ -67,8 +71,8 @@ def _comparable(configs: dict) -> dict:
     for name, cfg in configs.items():
         values = dataclasses.asdict(cfg)
         if name == "train":
-            values.pop("epochs")
-            values.pop("patience")
+            for extendable in ("epochs", "patience", "scst_epochs"):
+                values.pop(extendable)
         if name == "model":
             values.pop("vocab_size")
             values.pop("feature_dim")
@@ -113,10 +117,15 @@ class _Progress:
         self.best_bleu4 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_bleu4")
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
         self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_epochs")
+        # Epochs done when the self-critical phase began (0: not begun).
+        self.scst_start = tf.Variable(0, dtype=tf.int64, trainable=False, name="scst_start")
 
-    def variables(self) -> dict[str, tf.Variable]:
-        return {"epoch": self.epoch, "best_bleu4": self.best_bleu4, "best_epoch": self.best_epoch,
-                "bad_epochs": self.bad_epochs}
+    def variables(self, with_scst: bool = True) -> dict[str, tf.Variable]:
+        out = {"epoch": self.epoch, "best_bleu4": self.best_bleu4, "best_epoch": self.best_epoch,
+               "bad_epochs": self.bad_epochs}
+        if with_scst:
+            out["scst_start"] = self.scst_start
+        return out
 
 
 class _EpochEnd(keras.callbacks.Callback):
@@ -148,7 +157,8 @@ class _EpochEnd(keras.callbacks.Callback):
         exp, cfg = self.experiment, self.experiment.train_config
         train_seconds = time.perf_counter() - self.epoch_start
         result = evaluate(self.model, exp.vocabulary, self.features_dir, split=exp.data_config.eval_split,
-                          beam_size=cfg.beam_size, max_length=cfg.max_length,
+                          beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
+                          suppress_unk=cfg.suppress_unk,
                           limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
                           scene_objects=self.scene_objects, verify="size")
         bleu4 = result.scores["BLEU-4"]
@@ -160,7 +170,8 @@ class _EpochEnd(keras.callbacks.Callback):
         else:
             self.progress.bad_epochs.assign_add(1)
         self.progress.epoch.assign(epoch + 1)
-        record = {"epoch": epoch + 1, "train_seconds": round(train_seconds, 1),
+        record = {"epoch": epoch + 1, "phase": "self-critical" if self.model.self_critical else "teacher forcing",
+                  "train_seconds": round(train_seconds, 1),
                   "eval_seconds": round(result.seconds, 1),
                   **{k: float(v) for k, v in (logs or {}).items()},
                   **{f"dev_{k}": float(v) for k, v in result.scores.scores.items()}}
@@ -274,7 +285,11 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
     manager = tf.train.CheckpointManager(checkpoint, experiment.path(wd.CHECKPOINTS), max_to_keep=cfg.keep_checkpoints)
     best_manager = tf.train.CheckpointManager(wd.checkpoint_for(model), experiment.path(wd.BEST), max_to_keep=1)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        names = {name for name, _ in tf.train.list_variables(manager.latest_checkpoint)}
+        # Checkpoints written before the self-critical phase existed have no scst_start (it stays 0).
+        restoring = checkpoint if any(n.startswith("scst_start") for n in names) else wd.checkpoint_for(
+            model, model.optimizer, **progress.variables(with_scst=False))
+        restoring.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resuming from {manager.latest_checkpoint} (epoch {int(progress.epoch)} done, best dev BLEU-4 "
             f"{float(progress.best_bleu4):.2f})")
     initial_epoch = int(progress.epoch)
@@ -286,7 +301,7 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
         scene_objects = read_scene_objects(scenes_dir(data, features_dir))
     writer = tf.summary.create_file_writer(experiment.path(wd.LOGS)) if tensorboard else None
     end = _EpochEnd(experiment, progress, manager, best_manager, features_dir, log, writer, scene_objects)
-    if initial_epoch < cfg.epochs and not stopped:
+    if initial_epoch < cfg.epochs and not stopped and not int(progress.scst_start):
         from sat_tf.pipelines.dataset import load_manifest
 
         manifest = load_manifest(features_dir)
@@ -306,11 +321,63 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
                                    f"{manager.latest_checkpoint or '(none: no epoch finished)'}; lower the learning "
                                    f"rate or check the features for NaN/Inf, then rerun to resume from it")
         stopped = bool(cfg.patience) and int(progress.bad_epochs) >= cfg.patience
+    if cfg.scst_epochs:
+        stopped = _self_critical_phase(model, experiment, progress, manager, best_manager, end, tensorboard,
+                                       verbose, log)
     final = None
     if final_evaluation and best_manager.latest_checkpoint:
         wd.checkpoint_for(model).restore(best_manager.latest_checkpoint).expect_partial()
         final = evaluate(model, experiment.vocabulary, features_dir, split=data.eval_split,
-                         beam_size=cfg.beam_size, max_length=cfg.max_length, scene_objects=scene_objects,
+                         beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
+                         suppress_unk=cfg.suppress_unk, scene_objects=scene_objects,
                          out_dir=experiment.path("eval"))
     return TrainResult(workdir, int(progress.epoch) - initial_epoch, int(progress.best_epoch),
                        float(progress.best_bleu4), stopped, end.history, final, time.perf_counter() - start)
+
+
+def _self_critical_phase(model, experiment: wd.Experiment, progress: _Progress, manager, best_manager,
+                         end: _EpochEnd, tensorboard: bool, verbose: int, log: Callable[[str], None]) -> bool:
+    """Step 6 of the module docstring; returns whether early stopping ended it."""
+    from sat_tf.metrics.cider_d import CiderD
+    from sat_tf.pipelines.dataset import image_batches, images_per_epoch, load_manifest
+    from sat_tf.training.self_critical import SelfCritical, training_references
+
+    cfg, data = experiment.train_config, experiment.data_config
+    features_dir = experiment.features_dir
+    if not int(progress.scst_start):
+        if best_manager.latest_checkpoint:
+            wd.checkpoint_for(model).restore(best_manager.latest_checkpoint).expect_partial()
+        progress.scst_start.assign(progress.epoch)
+        progress.bad_epochs.assign(0)
+        log(f"self-critical phase: {cfg.scst_epochs} epoch(s) from the best teacher-forced model (epoch "
+            f"{int(progress.best_epoch)}, dev BLEU-4 {float(progress.best_bleu4):.2f})")
+    last = int(progress.scst_start) + cfg.scst_epochs
+    first = int(progress.epoch)
+    if first >= last or (cfg.patience and int(progress.bad_epochs) >= cfg.patience):
+        return bool(cfg.patience) and int(progress.bad_epochs) >= cfg.patience
+    manifest = load_manifest(features_dir)
+    vocabulary = experiment.vocabulary
+    references = training_references(features_dir, data.train_split, manifest=manifest,
+                                     vocabulary_checksum=vocabulary.checksum())
+    mc = experiment.model_config
+    model.self_critical = SelfCritical(CiderD(references), samples=cfg.scst_samples, max_length=cfg.max_length,
+                                       start_id=mc.start_id, end_id=mc.end_id, pad_id=mc.pad_id)
+    model.optimizer.learning_rate.assign(cfg.scst_learning_rate)
+    model.jit_compile = False  # the CIDEr-D reward is a py_function
+    model.train_function = None  # retrace fit's step for the self-critical train_step
+    ds = image_batches(features_dir, cfg.scst_images, split=data.train_split, epoch=first, seed=cfg.seed,
+                       num_epochs=last - first, manifest=manifest, vocabulary_checksum=vocabulary.checksum(),
+                       feature_shape=(manifest["feature_shape"][0], mc.feature_dim))
+    callbacks = [end]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(experiment.path(wd.LOGS), update_freq=50, write_graph=False))
+    try:
+        model.fit(ds, epochs=last, initial_epoch=first,
+                  steps_per_epoch=images_per_epoch(manifest, data.train_split, cfg.scst_images),
+                  callbacks=callbacks, verbose=verbose)
+    finally:
+        model.self_critical = None
+        model.train_function = None
+    if end.diverged:
+        raise TrainingDiverged(f"{end.diverged}; stopped. The last good checkpoint is {manager.latest_checkpoint}")
+    return bool(cfg.patience) and int(progress.bad_epochs) >= cfg.patience

@@ -110,3 +110,22 @@ def test_invalid_beam_size():
         _decode([0], beam_size=-1)
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(_step_fn, [tf.constant([0])], 1, 0, 6, START, END, PAD)
+
+
+def test_sampling_draws_from_the_step_distribution_and_repeats_with_its_seed():
+    rows = 4000
+    images = tf.ones([rows], tf.int32)  # TABLE_EASY: first token A with p 0.9, B 0.1
+    seed = tf.constant([7, 11], tf.int32)
+    out = greedy_search(_step_fn, [images], rows, 4, START, END, PAD, sample_seed=seed)
+    first = out["tokens"][:, 0].numpy()
+    assert abs(np.mean(first == A) - 0.9) < 0.02 and abs(np.mean(first == B) - 0.1) < 0.02
+    # Second token given A: END 0.95; given B: END 0.5 (so some samples are longer than greedy's "A <end>").
+    second = out["tokens"][:, 1].numpy()
+    assert abs(np.mean(second[first == B] == END) - 0.5) < 0.1
+    # log_probs are the sampled captions' own log-probabilities
+    picked = np.where(first == A, np.log(0.9), np.log(0.1))
+    assert np.all(out["log_probs"].numpy() <= picked + 1e-5)
+    again = greedy_search(_step_fn, [images], rows, 4, START, END, PAD, sample_seed=seed)
+    np.testing.assert_array_equal(out["tokens"].numpy(), again["tokens"].numpy())
+    other = greedy_search(_step_fn, [images], rows, 4, START, END, PAD, sample_seed=tf.constant([7, 12]))
+    assert np.any(out["tokens"].numpy() != other["tokens"].numpy())

@@ -102,7 +102,8 @@ def test_overfits_a_handful_of_pairs_through_fit(attention):
     final = model.evaluate(tf.data.Dataset.from_tensors({"annotations": _annotations(), "tokens": TOKENS}),
                            verbose=0, return_dict=True)
     assert final["xent"] < 0.05, final
-    generated = model.generate(_annotations(), beam_size=1, max_length=5)["tokens"].numpy()
+    # TOKENS use id 3 (<unk> in a real vocabulary) as a word, so <unk> suppression is off here.
+    generated = model.generate(_annotations(), beam_size=1, max_length=5, suppress_unk=False)["tokens"].numpy()
     np.testing.assert_array_equal(generated, TOKENS[:, 1:])
     if attention == "hard":
         assert set(history) >= {"reinforce", "entropy", "baseline"}
@@ -203,3 +204,35 @@ def test_unrolled_while_loop_and_static_teacher_forcing_agree(attention):
     model.unroll_steps = 3
     with pytest.raises(tf.errors.InvalidArgumentError, match="unroll_steps"):
         tf.function(run, input_signature=spec)(a, TOKENS)
+
+
+def test_decoding_never_emits_pad_start_or_unk_unless_allowed():
+    model = _model(seed=3)
+    c = model.model_config
+    # Make <unk> the most likely word everywhere: without suppression greedy decoding says it at once.
+    bias = model.cell.output_projection.bias
+    bias.assign(tf.tensor_scatter_nd_update(bias, [[c.unk_id], [c.pad_id], [c.start_id]], [50.0, 40.0, 40.0]))
+    a = _annotations(batch=3)
+    allowed = model.generate(a, beam_size=1, max_length=5, suppress_unk=False)["tokens"].numpy()
+    assert np.all(allowed[:, 0] == c.unk_id)
+    for beam in (1, 3):
+        tokens = model.generate(a, beam_size=beam, max_length=5)["tokens"].numpy()
+        assert not np.isin(tokens[:, :1], [c.unk_id, c.pad_id, c.start_id]).any()
+        assert not np.isin(tokens, [c.unk_id, c.start_id]).any()
+    sampled = model.sample(a, 4, max_length=5, seed=tf.constant([1, 2]))["tokens"].numpy()
+    assert not np.isin(sampled, [c.unk_id, c.start_id]).any() and sampled.shape[0] == 12
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_sample_returns_k_draws_per_image_in_image_order(attention):
+    model = _model(attention, seed=4, hard_inference="sample" if attention == "hard" else "expected")
+    a = _annotations(batch=2)
+    out = model.sample(a, 3, max_length=6, seed=tf.constant([5, 6]))
+    assert out["tokens"].shape == (6, 6) and out["lengths"].shape == (6,)
+    if attention == "hard":
+        assert out["location"].shape == (6, 6)
+    again = model.sample(a, 3, max_length=6, seed=tf.constant([5, 6]))
+    np.testing.assert_array_equal(out["tokens"], again["tokens"])
+    # rows 0-2 belong to image 0: the same draws as sampling image 0 alone with the same seed
+    alone = model.sample(a[:1], 3, max_length=6, seed=tf.constant([5, 6]))
+    assert alone["tokens"].shape == (3, 6)
