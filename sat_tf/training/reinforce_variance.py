@@ -1,0 +1,160 @@
+"""How noisy is hard attention's REINFORCE gradient? A direct measurement on real minibatches.
+
+`python -m sat_tf.training.reinforce_variance --workdir DIR [--batches 4] [--draws 16]` loads a hard-attention
+work dir's model and, for a few training minibatches, redraws the attention locations `draws` times (dropout on,
+as in training) and computes the gradient of the training loss each time, three ways:
+
+    with baseline     xent + REINFORCE with the model's moving-average baseline b (what training uses)
+    no baseline       the same with b = 0 (the plain score-function estimator of paper eq. 11)
+    expected context  xent with the soft, expected context (the other half of the paper's minibatches)
+
+and prints, per estimator, the norm of the mean gradient ||g||, the total variance E||g_m - g||^2 of one draw and
+the signal-to-noise ratio ||g||^2 / E||g_m - g||^2 (how many draws it takes before the mean direction
+dominates; < 1 means a single minibatch's gradient is mostly noise), plus the share of the gradient norm that
+the REINFORCE term contributes, the attention entropy (nats, against log L for uniform) and the spread of the
+advantage log p(y|s,a) - b. It is how the README explains why hard attention trails soft here.
+
+Shapes: B captions, L locations, M draws, P parameters (flattened).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class EstimatorStats:
+    """Gradient statistics of one estimator over M draws, averaged over minibatches."""
+
+    name: str
+    mean_norm: float  # ||mean_m g_m||
+    variance: float  # mean_m ||g_m - mean g||^2
+    snr: float  # mean_norm^2 / variance (inf for a deterministic estimator)
+
+
+@dataclasses.dataclass
+class VarianceReport:
+    estimators: list[EstimatorStats]
+    reinforce_share: float  # ||grad of the REINFORCE term|| / ||grad of the whole loss||, mean over draws
+    entropy: float  # mean attention entropy per step (nats)
+    max_entropy: float  # log L
+    advantage_std: float  # std of log p(y|s,a) - b over captions and draws
+    baseline: float
+    batches: int
+    draws: int
+
+    def format_table(self) -> str:
+        lines = ["| estimator | norm of mean gradient | variance of one draw | SNR (norm^2 / variance) |",
+                 "|---|---|---|---|"]
+        for s in self.estimators:
+            snr = "inf" if math.isinf(s.snr) else f"{s.snr:.3g}"
+            lines.append(f"| {s.name} | {s.mean_norm:.4f} | {s.variance:.4f} | {snr} |")
+        lines.append("")
+        lines.append(f"REINFORCE share of the gradient norm: {self.reinforce_share:.3f}; attention entropy "
+                     f"{self.entropy:.3f} of max {self.max_entropy:.3f} nats; advantage std {self.advantage_std:.2f} "
+                     f"(baseline {self.baseline:.2f}); {self.batches} minibatches x {self.draws} draws")
+        return "\n".join(lines)
+
+
+def _flat(grads) -> np.ndarray:
+    return np.concatenate([np.asarray(tf.convert_to_tensor(g)).ravel() for g in grads if g is not None])
+
+
+def measure(model, batches, draws: int = 16, seed: int = 0) -> VarianceReport:
+    """The statistics of the module docstring for `model` (a hard-attention Captioner) over `batches`
+    (iterable of {"annotations": (B, L, D), "tokens": (B, T+1)})."""
+    if not model.is_hard:
+        raise ValueError("reinforce_variance needs a hard-attention model (model.attention == 'hard')")
+    variables = model.trainable_variables
+    saved = (model.baseline.numpy(), model.baseline_updates.numpy())
+    baseline = float(saved[0])
+    per_estimator: dict[str, list[tuple[float, float]]] = {"with baseline": [], "no baseline": [],
+                                                          "expected context": []}
+    shares, entropies, advantages = [], [], []
+    max_entropy = 0.0
+    count = 0
+    try:
+        for b, batch in enumerate(batches):
+            annotations, tokens = batch["annotations"], batch["tokens"]
+            max_entropy = math.log(int(annotations.shape[1]))
+            grads: dict[str, list[np.ndarray]] = {k: [] for k in per_estimator}
+            for m in range(draws):
+                step_seed = tf.constant([seed + b, m], tf.int32)
+                for name in per_estimator:
+                    use_expected = tf.constant(name == "expected context")
+                    # b = 0 for "no baseline": a baseline of 0 with updates > 0 makes loss_terms use it as is.
+                    model.baseline.assign(0.0 if name == "no baseline" else saved[0])
+                    model.baseline_updates.assign(max(float(saved[1]), 1.0))
+                    with tf.GradientTape(persistent=True) as tape:
+                        out = model.teacher_forcing(annotations, tokens, training=True, seed=step_seed,
+                                                    use_expected=use_expected)
+                        terms = model.loss_terms(out, sampled=tf.logical_not(use_expected))
+                    grads[name].append(_flat(tape.gradient(terms["loss"], variables)))
+                    if name == "with baseline":
+                        full = np.linalg.norm(grads[name][-1])
+                        rf = _flat(tape.gradient(terms["reinforce"], variables))
+                        shares.append(float(np.linalg.norm(rf) / max(full, 1e-12)))
+                        entropies.append(float(tf.reduce_sum(out["entropy"] * out["mask"])
+                                               / tf.reduce_sum(out["mask"])))
+                        token_log_p = -tf.nn.sparse_softmax_cross_entropy_with_logits(out["targets"], out["logits"])
+                        log_p_y = tf.reduce_sum(token_log_p * out["mask"], axis=1)
+                        advantages.extend((log_p_y.numpy() - saved[0]).tolist())
+                    del tape
+            for name, gs in grads.items():
+                g = np.stack(gs)  # (M, P)
+                mean = g.mean(axis=0)
+                variance = float(np.mean(np.sum((g - mean) ** 2, axis=1)))
+                per_estimator[name].append((float(np.linalg.norm(mean)), variance))
+            count += 1
+    finally:
+        model.baseline.assign(saved[0])
+        model.baseline_updates.assign(saved[1])
+    if count == 0:
+        raise ValueError("no minibatches to measure")
+    stats = []
+    for name, values in per_estimator.items():
+        norm = float(np.mean([v[0] for v in values]))
+        variance = float(np.mean([v[1] for v in values]))
+        snr = float(np.mean([v[0] ** 2 / v[1] if v[1] > 0 else math.inf for v in values]))
+        stats.append(EstimatorStats(name, norm, variance, snr))
+    return VarianceReport(stats, float(np.mean(shares)), float(np.mean(entropies)), max_entropy,
+                          float(np.std(advantages)), baseline, count, draws)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sat_tf.training.reinforce_variance", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--which", default="best", help="checkpoint: best, latest, or a checkpoint path prefix")
+    p.add_argument("--batches", type=int, default=4, help="training minibatches to measure on")
+    p.add_argument("--draws", type=int, default=16, help="location draws per minibatch")
+    p.add_argument("--batch-size", type=int, default=0, help="captions per minibatch (default: the work dir's)")
+    args = p.parse_args(argv)
+
+    from sat_tf.pipelines.dataset import load_manifest, training_dataset
+    from sat_tf.workdir import load_captioner
+
+    try:
+        experiment = load_captioner(args.workdir, args.which)
+        manifest = load_manifest(experiment.features_dir)
+        ds = training_dataset(experiment.features_dir, args.batch_size or experiment.train_config.batch_size,
+                              split=experiment.data_config.train_split, seed=experiment.train_config.seed,
+                              manifest=manifest, vocabulary_checksum=experiment.vocabulary.checksum(), verify="size")
+        report = measure(experiment.captioner, ds.take(args.batches), draws=args.draws)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{experiment.checkpoint_path}: REINFORCE gradient statistics")
+    print(report.format_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
