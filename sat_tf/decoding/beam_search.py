@@ -2,8 +2,9 @@
 
 B images are decoded with K beams each as one (B*K)-row batch: there is no Python loop over images, and the
 loop over time is a `tf.while_loop`, so the same code runs eagerly, inside `tf.function` and inside an exported
-SavedModel. Per-step records (attention maps, hard-attention locations) are kept in fixed-shape buffers and
-reordered with their beams, so each final hypothesis carries the attention maps that produced it.
+SavedModel. Per-step records (attention maps, hard-attention locations) are kept with their beams (beam search
+traces each final hypothesis back through its parents), so each final hypothesis carries the attention maps that
+produced it.
 
 Shapes: B batch, K beams, N = B*K rows, V vocabulary, S max length, R a record's own trailing shape.
 
@@ -36,9 +37,12 @@ def _flat_parent(parent, beam_size: int):
 
 def _while(cond, body, loop_vars):
     """tf.while_loop whose loop variables may change their leading (batch) dimension between static and dynamic."""
-    invariants = tf.nest.map_structure(
-        lambda v: tf.TensorShape(None if v.shape.rank is None else [None] + v.shape[1:] if v.shape.rank else []),
-        loop_vars)
+    def invariant(v):
+        if isinstance(v, tf.TensorArray):
+            return tf.TensorShape(None)  # the element shape is not constrained (infer_shape=False)
+        return tf.TensorShape(None if v.shape.rank is None else [None] + v.shape[1:] if v.shape.rank else [])
+
+    invariants = tf.nest.map_structure(invariant, loop_vars)
     return tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
 
 
@@ -54,6 +58,13 @@ def _write_step(buffer, value, t, max_length, live):
     one_hot = tf.one_hot(t, max_length, dtype=buffer.dtype)  # (S,)
     one_hot = tf.reshape(one_hot, tf.concat([[1, 1, max_length], tf.ones(tf.rank(value) - 2, tf.int32)], 0))
     return buffer + one_hot * tf.expand_dims(value, 2)
+
+
+def _beam_major(x, beam_size, max_length, trailing_shape=()):
+    """Per-step values (S, B, K, *R) -> (B, K, S, *R)."""
+    x = tf.transpose(x, tf.concat([[1, 2, 0], tf.range(3, tf.rank(x))], 0))
+    x.set_shape(tf.TensorShape([None, beam_size, max_length]).concatenate(trailing_shape))
+    return x
 
 
 def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, max_length: int, start_id: int,
@@ -74,6 +85,10 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         dict with `tokens` (B, K, S) int32, `lengths` (B, K) int32 (tokens up to and including the end token),
         `log_probs` (B, K) summed log-probabilities, `scores` (B, K) the ranking score, every record as
         (B, K, S, *R); beams sorted best first.
+
+    The loop keeps only the live state; each step's tokens, parent beams and records go to TensorArrays as they
+    are (no per-step copy or reordering of whole histories), and the histories of the final beams are read back
+    once, after the loop, by following their parent links from the last step to the first.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -84,60 +99,92 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
     log_probs = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch_size, 1])  # (B, K)
     finished = tf.zeros([batch_size, k], tf.bool)
     lengths = tf.zeros([batch_size, k], tf.int32)
-    sequences = tf.fill([batch_size, k, max_length], tf.constant(pad_id, tf.int32))
 
-    # One trace of step_fn to learn the record shapes; the traced ops are discarded if unused.
+    # One trace of step_fn to learn the record names and dtypes; it is also step 0.
     step_log_probs, state, records = step_fn(tokens, initial_state, tf.constant(0))
     vocab = tf.shape(step_log_probs)[-1]
-    buffers = _record_buffers(records, batch_size, k, max_length)
+    only_end = tf.one_hot(end_id, vocab, on_value=0.0, off_value=NEG_INF)  # (V,)
 
-    def expand(t, step_log_probs, state, records, log_probs, finished, lengths, sequences, buffers):
+    def history(dtype):  # one element per step; fixed size, so that XLA can compile the search too
+        return tf.TensorArray(dtype, size=max_length, infer_shape=False)
+
+    # Per step t, for the K beams after the step: the token (pad after the end), whether the beam was live, its
+    # parent among the K beams before the step; and each record of the N rows before the step, as step_fn gave it.
+    beams = {"token": history(tf.int32), "live": history(tf.bool), "parent": history(tf.int32)}
+    histories = {name: history(v.dtype) for name, v in records.items()}
+
+    def expand(t, step_log_probs, records, log_probs, finished, lengths, beams, histories):
         step_log_probs = tf.reshape(tf.cast(step_log_probs, tf.float32), [batch_size, k, vocab])  # (B, K, V)
         # A finished beam continues only with the end token, at no cost, so it competes with its final score.
-        only_end = tf.one_hot(end_id, vocab, on_value=0.0, off_value=NEG_INF)  # (V,)
         step_log_probs = tf.where(finished[:, :, None], only_end[None, None, :], step_log_probs)
         candidates = tf.reshape(log_probs[:, :, None] + step_log_probs, [batch_size, k * vocab])  # (B, K*V)
         new_log_probs, index = tf.math.top_k(candidates, k=k)  # (B, K)
         parent = index // vocab  # (B, K)
         token = tf.cast(index % vocab, tf.int32)  # (B, K)
-        flat = _flat_parent(parent, k)  # (N,)
         was_finished = tf.gather(finished, parent, batch_dims=1)  # (B, K)
         live = tf.logical_not(was_finished)
         token = tf.where(live, token, pad_id)
-        sequences = tf.gather(sequences, parent, batch_dims=1)
-        sequences = _write_step(sequences, token, t, max_length, live)
         lengths = tf.gather(lengths, parent, batch_dims=1) + tf.cast(live, tf.int32)
         finished = tf.logical_or(was_finished, tf.equal(token, end_id))
-        state = tf.nest.map_structure(lambda s: tf.gather(s, flat), state)
-        new_buffers = {}
-        for name, buf in buffers.items():
-            value = tf.gather(records[name], flat)  # (N, *R) of the chosen parents
-            value = tf.reshape(value, tf.concat([[batch_size, k], tf.shape(value)[1:]], 0))
-            new_buffers[name] = _write_step(tf.gather(buf, parent, batch_dims=1), value, t, max_length, live)
-        return new_log_probs, finished, lengths, sequences, state, new_buffers, tf.reshape(
-            tf.where(live, token, end_id), [-1])
+        beams = {"token": beams["token"].write(t, token), "live": beams["live"].write(t, live),
+                 "parent": beams["parent"].write(t, parent)}
+        histories = {name: histories[name].write(t, value) for name, value in records.items()}
+        return (new_log_probs, finished, lengths, parent, beams, histories,
+                tf.reshape(tf.where(live, token, end_id), [-1]))
 
-    log_probs, finished, lengths, sequences, state, buffers, tokens = expand(
-        tf.constant(0), step_log_probs, state, records, log_probs, finished, lengths, sequences, buffers)
+    log_probs, finished, lengths, parent, beams, histories, tokens = expand(
+        tf.constant(0), step_log_probs, records, log_probs, finished, lengths, beams, histories)
+    state = tf.nest.map_structure(lambda s: tf.gather(s, _flat_parent(parent, k)), state)
 
-    def cond(t, tokens, state, log_probs, finished, lengths, sequences, buffers):
+    def cond(t, tokens, state, log_probs, finished, lengths, beams, histories):
         return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
 
-    def body(t, tokens, state, log_probs, finished, lengths, sequences, buffers):
+    def body(t, tokens, state, log_probs, finished, lengths, beams, histories):
         step_log_probs, state, records = step_fn(tokens, state, t)
-        log_probs, finished, lengths, sequences, state, buffers, tokens = expand(
-            t, step_log_probs, state, records, log_probs, finished, lengths, sequences, buffers)
-        return t + 1, tokens, state, log_probs, finished, lengths, sequences, buffers
+        log_probs, finished, lengths, parent, beams, histories, tokens = expand(
+            t, step_log_probs, records, log_probs, finished, lengths, beams, histories)
+        state = tf.nest.map_structure(lambda s: tf.gather(s, _flat_parent(parent, k)), state)
+        return t + 1, tokens, state, log_probs, finished, lengths, beams, histories
 
-    _, _, _, log_probs, finished, lengths, sequences, buffers = _while(
-        cond, body, (tf.constant(1), tokens, state, log_probs, finished, lengths, sequences, buffers))
+    steps_done, _, _, log_probs, finished, lengths, beams, histories = _while(
+        cond, body, (tf.constant(1), tokens, state, log_probs, finished, lengths, beams, histories))
+
+    # Once every hypothesis has ended, the remaining steps change nothing: each beam is its own parent, pads.
+    def pad_step(t, beams, histories):
+        beams = {"token": beams["token"].write(t, tf.fill([batch_size, k], tf.constant(pad_id, tf.int32))),
+                 "live": beams["live"].write(t, tf.zeros([batch_size, k], tf.bool)),
+                 "parent": beams["parent"].write(t, tf.tile(tf.range(k)[None], [batch_size, 1]))}
+        histories = {name: histories[name].write(t, tf.zeros_like(value)) for name, value in records.items()}
+        return t + 1, beams, histories
+
+    _, beams, histories = _while(lambda t, *_: t < max_length, pad_step, (steps_done, beams, histories))
 
     scores = log_probs
     if length_penalty:
         scores = log_probs / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
     order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)  # (B, K)
-    out = {"tokens": sequences, "lengths": lengths, "log_probs": log_probs, "scores": scores, **buffers}
-    return {name: tf.gather(value, order, batch_dims=1) for name, value in out.items()}
+
+    # Backtracking, from the last step S-1 down to 0: beam[t] is the ancestor, among the K beams after step t, of
+    # each final beam (in ranking order); source[t] = parent[t][beam[t]] is the row step t ran for it.
+    def back(carry, parent):
+        _, source = carry  # source[t + 1] is beam[t]
+        return source, tf.gather(parent, source, batch_dims=1)
+
+    def steps(name):  # (S, B, K)
+        return tf.reshape(beams[name].stack(), [max_length, batch_size, k])
+
+    beam, source = tf.scan(back, steps("parent"), initializer=(order, order), reverse=True)  # (S, B, K) each
+    live = tf.gather(steps("live"), beam, batch_dims=2)  # (S, B, K)
+    out = {"tokens": _beam_major(tf.gather(steps("token"), beam, batch_dims=2), k, max_length),
+           **{name: tf.gather(value, order, batch_dims=1)
+              for name, value in (("lengths", lengths), ("log_probs", log_probs), ("scores", scores))}}
+    for name in records:
+        value = histories[name].stack()  # (S, N, *R)
+        value = tf.reshape(value, tf.concat([[max_length, batch_size, k], tf.shape(value)[2:]], 0))
+        value = tf.gather(value, source, batch_dims=2)  # (S, B, K, *R)
+        mask = tf.reshape(live, tf.concat([tf.shape(live), tf.ones(tf.rank(value) - 3, tf.int32)], 0))
+        out[name] = _beam_major(tf.where(mask, value, tf.zeros_like(value)), k, max_length, records[name].shape[1:])
+    return out
 
 
 def greedy_search(step_fn: Callable, initial_state, batch_size, max_length: int, start_id: int, end_id: int,

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
-from sat_tf.layers.soft_attention import SoftAttention
+from sat_tf.layers.soft_attention import SharedAnnotations, SoftAttention
 
 MODES = ("sample", "expected", "argmax")  # inference modes; `select` also takes "given" (a forced location)
 
@@ -57,7 +57,8 @@ class HardAttention(SoftAttention):
         """Turns one step's soft attention into the hard-attention context.
 
         Args:
-            annotations: (B, L, D).
+            annotations: (B, L, D), or `SharedAnnotations` for N = B*K rows (every other argument and result
+                then has N rows).
             context: (B, D), the expected context sum_i alpha_i a_i.
             scores: (B, L), the unnormalised attention logits e_t.
             mode: "sample", "expected", "argmax" or "given" (Python string, fixed at trace time).
@@ -81,7 +82,10 @@ class HardAttention(SoftAttention):
         entropy = distribution.entropy()  # (B,)
         if mode == "expected":
             return context, location, log_prob, entropy
-        hard = tf.gather(annotations, location, batch_dims=1)  # (B, D)
+        if isinstance(annotations, SharedAnnotations):
+            hard = annotations.flat(tf.gather(annotations.values, annotations.rows(location), batch_dims=1))  # (N, D)
+        else:
+            hard = tf.gather(annotations, location, batch_dims=1)  # (B, D)
         if use_expected is not None:
             hard = ops.where(use_expected, context, hard)
         return hard, location, log_prob, entropy

@@ -25,6 +25,7 @@ import tensorflow as tf
 from sat_tf.config import ModelConfig
 from sat_tf.decoding.beam_search import NEG_INF, beam_search, greedy_search, tile_beams
 from sat_tf.layers.attention_lstm_cell import AttentionLSTMCell
+from sat_tf.layers.soft_attention import SharedAnnotations
 
 SOFT_TERMS = ("loss", "xent", "alpha_reg", "perplexity")
 HARD_TERMS = SOFT_TERMS + ("reinforce", "entropy", "baseline")
@@ -333,17 +334,20 @@ class Captioner(keras.Model):
                        mode: str | None = None):
         """(initial state, step_fn) for `sat_tf.decoding` over B images x K beams.
 
-        annotations: (B, L, D). The step function maps tokens (B*K,) and state [h, c] to log-probs (B*K, V) and
-        records `alpha` (B*K, L) (and `location` (B*K,) for hard attention). <pad> and <start> are never
-        emitted; with `suppress_unk` neither is <unk> (no reference contains it, so an <unk> is always a miss; the
-        remaining words are renormalised, as if <unk> were not in the vocabulary).
+        annotations: (B, L, D); rows b*K .. b*K + K-1 decode image b and attend one shared copy of its
+        annotations (`SharedAnnotations`). The step function maps tokens (B*K,) and state [h, c] to log-probs
+        (B*K, V) and records `alpha` (B*K, L) (and `location` (B*K,) for hard attention). <pad> and <start> are
+        never emitted; with `suppress_unk` neither is <unk> (no reference contains it, so an <unk> is always a miss;
+        the remaining words are renormalised, as if <unk> were not in the vocabulary).
         """
         cfg = self.model_config
         annotations = tf.cast(tf.convert_to_tensor(annotations), self.cell.compute_dtype)
         h, c = self.cell.initial_state(annotations)  # (B, H)
         projected = self.cell.prepare(annotations)  # (B, L, A)
         if beam_size > 1:
-            annotations, projected, h, c = (tile_beams(x, beam_size) for x in (annotations, projected, h, c))
+            # The K rows of an image share one copy of its annotations and W_a a + b instead of K repeated ones.
+            h, c = (tile_beams(x, beam_size) for x in (h, c))  # (B*K, H)
+            annotations = SharedAnnotations(annotations)
         kernel = self.cell.recurrent_kernel()
         mode = (mode or cfg.hard_inference) if self.is_hard else "expected"
         banned = [cfg.pad_id, cfg.start_id] + ([cfg.unk_id] if suppress_unk else [])
