@@ -114,6 +114,7 @@ def tflite_functions(source: ExportSource) -> dict[str, tf.types.experimental.Ge
     cell = captioner.cell
     size, max_tokens = source.image_size, source.max_tokens
     cfg = source.model_config
+    logit_mask = captioner.decode_logit_mask()  # (V,) the tokens `decode` never emits
     images_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="images")
 
     @tf.function(input_signature=[images_spec])
@@ -141,7 +142,8 @@ def tflite_functions(source: ExportSource) -> dict[str, tf.types.experimental.Ge
         h, c, extras = cell.step(cell.project_inputs(embedded), [h, c], annotations, projected,
                                  cell.recurrent_kernel())
         logits = cell.output_logits(embedded, h, extras["context"], training=False)  # (N, V)
-        return {"log_probs": tf.nn.log_softmax(logits), "h": h, "c": c, "alpha": extras["alpha"]}
+        return {"log_probs": tf.nn.log_softmax(tf.cast(logits, tf.float32) + logit_mask), "h": h, "c": c,
+                "alpha": extras["alpha"]}
 
     return {"caption": caption, "encode": encode, "step": step}
 

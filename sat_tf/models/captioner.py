@@ -350,9 +350,7 @@ class Captioner(keras.Model):
             annotations = SharedAnnotations(annotations)
         kernel = self.cell.recurrent_kernel()
         mode = (mode or cfg.hard_inference) if self.is_hard else "expected"
-        banned = [cfg.pad_id, cfg.start_id] + ([cfg.unk_id] if suppress_unk else [])
-        logit_mask = tf.constant(
-            [NEG_INF if i in banned else 0.0 for i in range(cfg.vocab_size)], tf.float32)  # (V,)
+        logit_mask = self.decode_logit_mask(suppress_unk)  # (V,)
 
         def step_fn(tokens, state, t):
             embedded = self.embedding(tokens)  # (N, E)
@@ -379,6 +377,14 @@ class Captioner(keras.Model):
             return greedy_search(step_fn, state, batch, max_length, cfg.start_id, cfg.end_id, cfg.pad_id)
         return beam_search(step_fn, state, batch, beam_size, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
                            length_penalty)
+
+    def decode_logit_mask(self, suppress_unk: bool = True):
+        """(V,) float32 added to the logits of every decoding step: a large negative value for the tokens a
+        caption never contains (<pad>, <start>, and <unk> with `suppress_unk`), 0 elsewhere. Exported step
+        functions add the same mask, so app-side search equals `decode`."""
+        cfg = self.model_config
+        banned = [cfg.pad_id, cfg.start_id] + ([cfg.unk_id] if suppress_unk else [])
+        return tf.constant([NEG_INF if i in banned else 0.0 for i in range(cfg.vocab_size)], tf.float32)
 
     def sample(self, annotations, num_samples: int, max_length: int = 20, seed=None, suppress_unk: bool = True):
         """`num_samples` captions per image drawn from the model (ancestral sampling, no dropout), for
