@@ -371,6 +371,6 @@ def test_the_cli_path_resumes_a_single_process_work_dir_under_mirrored(tmp_path)
                                              log=lines.append, final_evaluation=False)
     assert result.epochs_done == 1 and any("resuming from" in line for line in lines), lines
     assert [h["epoch"] for h in result.history] == [1, 2]
-    assert "dev_num_images" in result.history[1] and np.isfinite(result.history[1]["loss"])
+    assert "dev_BLEU-4" in result.history[1] and np.isfinite(result.history[1]["loss"])
     assert tf.train.latest_checkpoint(os.path.join(workdir, "best")) is not None
     assert [h["epoch"] for h in json.loads(open(os.path.join(workdir, "history.json")).read())] == [1, 2]
