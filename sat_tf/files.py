@@ -8,11 +8,10 @@ import tempfile
 from typing import Any
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int = 2, sort_keys: bool = False,
-                      ensure_ascii: bool = True) -> str:
-    """json.dump to a unique temporary file beside `path` (named `.<name>.*.tmp`), fsync, then os.replace.
+def write_atomic(path: str | os.PathLike, write, *, binary: bool = False, fsync: bool = True) -> str:
+    """Calls `write(f)` on a unique temporary file beside `path` (named `.<name>.*.tmp`), fsyncs, then os.replace.
 
-    A process killed mid-write leaves the previous file intact and at most a `*.tmp` file (never a truncated JSON
+    A process killed mid-write leaves the previous file intact and at most a `*.tmp` file (never a truncated file
     under the real name). Creates the parent folder. Returns the path.
     """
     path = os.fspath(path)
@@ -20,14 +19,25 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int = 2,
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int = 2, sort_keys: bool = False,
+                      ensure_ascii: bool = True) -> str:
+    """json.dump through `write_atomic` (with a final newline). Returns the path."""
+
+    def dump(f):
+        json.dump(payload, f, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
+        f.write("\n")
+
+    return write_atomic(path, dump)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from sat_tf.files import write_atomic
 
 PANEL_MARGIN = 4     # pixels around each label + panel cell
 LABEL_HEIGHT = 20    # pixels of the word strip above each panel
@@ -138,19 +139,7 @@ def save_attention_figure(path: str | os.PathLike, image: np.ndarray, words: Seq
     """
     figure = attention_figure(image, words, alphas, grid, locations=locations, panel_size=panel_size,
                               columns=columns)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda f: figure.save(f, format="PNG"), binary=True, fsync=False)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -41,6 +41,21 @@ def _weights(workdir: str, which: str = "latest") -> list[np.ndarray]:
     return [v.numpy() for v in experiment.captioner.weights]
 
 
+def _run_killed_after_epoch(monkeypatch, epoch: int, workdir: str, *configs) -> None:
+    """Trains `workdir` and simulates a kill right after epoch `epoch` (1-based) has been checkpointed."""
+    original = trainer._EpochEnd.on_epoch_end
+
+    def crash(self, e, logs=None):
+        original(self, e, logs)
+        if e + 1 == epoch:
+            raise KeyboardInterrupt(f"simulated kill after epoch {epoch}")
+
+    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(workdir, *configs, verbose=0, final_evaluation=False, tensorboard=False)
+    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", original)
+
+
 def test_overrides_parse_types_and_refuse_unknown_names():
     model, train, data = cfg.scenes_default()
     out = parse_overrides(["model.units=99", "train.learning_rate=0.5", "train.jit_compile=true",
@@ -59,17 +74,7 @@ def test_resume_after_a_crash_gives_the_same_weights_as_an_uninterrupted_run(fea
     assert result.epochs_done == 3
 
     crashed = str(tmp_path / "crashed")
-    original = trainer._EpochEnd.on_epoch_end
-
-    def crash_after_first_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt("simulated kill after epoch 1")
-
-    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(crashed, *_tiny(features_dir), verbose=0, final_evaluation=False, tensorboard=False)
-    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", original)
+    _run_killed_after_epoch(monkeypatch, 1, crashed, *_tiny(features_dir))
     assert tf.train.latest_checkpoint(os.path.join(crashed, "checkpoints")).endswith("ckpt-1")
     lines = []
     resumed = trainer.train(crashed, *_tiny(features_dir), verbose=0, final_evaluation=False, tensorboard=False,
@@ -172,18 +177,7 @@ def test_self_critical_phase_follows_the_best_model_and_resumes_exactly(features
     assert any(line.startswith("self-critical phase: 2 epoch(s)") for line in lines)
 
     crashed = str(tmp_path / "crashed")
-    original = trainer._EpochEnd.on_epoch_end
-
-    def crash_in_the_self_critical_phase(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated kill after the first self-critical epoch")
-
-    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", crash_in_the_self_critical_phase)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(crashed, *_tiny(features_dir, **settings), verbose=0, final_evaluation=False,
-                      tensorboard=False)
-    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", original)
+    _run_killed_after_epoch(monkeypatch, 2, crashed, *_tiny(features_dir, **settings))  # 1st self-critical epoch
     resumed = trainer.train(crashed, *_tiny(features_dir, **settings), verbose=0, final_evaluation=False,
                             tensorboard=False)
     assert resumed.epochs_done == 1 and [h["phase"] for h in resumed.history] == ["self-critical"]

@@ -129,6 +129,5 @@ def training_references(features_dir: str, split: str, *, manifest: dict | None 
     out = []
     for tokens in reference_dataset(features_dir, split, manifest=manifest,
                                     vocabulary_checksum=vocabulary_checksum).as_numpy_iterator():
-        refs = [strip_tokens(row, start_id, end_id, pad_id) for row in tokens]
-        out.append([r for r in refs if r])
+        out.extend(reference_sets(tokens[None], start_id, end_id, pad_id))  # (1, N, T) -> one image's set
     return out

@@ -233,6 +233,7 @@ def test_sample_returns_k_draws_per_image_in_image_order(attention):
         assert out["location"].shape == (6, 6)
     again = model.sample(a, 3, max_length=6, seed=tf.constant([5, 6]))
     np.testing.assert_array_equal(out["tokens"], again["tokens"])
-    # rows 0-2 belong to image 0: the same draws as sampling image 0 alone with the same seed
-    alone = model.sample(a[:1], 3, max_length=6, seed=tf.constant([5, 6]))
-    assert alone["tokens"].shape == (3, 6)
+    # rows b*K .. b*K + K-1 are image b's samples: they start from image b's initial state
+    h0 = model.cell.initial_state(tf.constant(a))[0].numpy()  # (2, H)
+    state, _ = model.decode_step_fn(a, 3)
+    np.testing.assert_allclose(state[0].numpy(), np.repeat(h0, 3, axis=0), rtol=1e-6)
