@@ -35,6 +35,10 @@ class ModelConfig:
         reinforce_weight: float. lambda_r of the REINFORCE term (eq. 12).
         entropy_weight: float. lambda_e of the entropy bonus (paper code: 0.002).
         baseline_decay: float. b <- decay * b + (1 - decay) * log p(y|s,a) (paper: 0.9).
+        advantage_normalization: bool. Divide the REINFORCE learning signal log p(y|s,a) - b by max(1, sqrt(v)),
+            v a moving average (same decay) of its square: the variance normalisation of Mnih & Gregor 2014
+            ("Neural Variational Inference and Learning in Belief Networks", sec. 3.3), the paper's source for the
+            baseline. Off reproduces the paper's eq. 12 exactly.
         expected_context_prob: float. Probability that a training minibatch uses the expected (soft) context
             instead of a sampled location (paper sec. 4.1: 0.5). Drawn once per minibatch, as the authors' code did.
         hard_inference: str. How hard attention picks z_t when not training: "expected" (the soft context, what the
@@ -54,6 +58,7 @@ class ModelConfig:
     reinforce_weight: float = 1.0
     entropy_weight: float = 0.002
     baseline_decay: float = 0.9
+    advantage_normalization: bool = False
     expected_context_prob: float = 0.5
     hard_inference: Literal["expected", "argmax", "sample"] = "expected"
     pad_id: int = 0

@@ -9,7 +9,10 @@ contributes nothing and `xent` is the usual per-token cross-entropy):
     alpha_reg = lambda * mean_{b,i} (1 - sum_t alpha_bti)^2      the doubly stochastic penalty (eq. 14), averaged
                 over locations instead of summed so that lambda = 1 suits a per-token cross-entropy
     hard only (eq. 11-12), with R_b = log p(y_b | s_b, a) = sum_t log p(y_bt) and b the moving-average baseline:
-    reinforce = -lambda_r * sum_b stop_grad(R_b - b) * log p(s_b | a) / N
+    reinforce = -lambda_r * sum_b stop_grad(R_b - b) / c * log p(s_b | a) / N
+    c = 1, or with `advantage_normalization` max(1, sqrt(v)), v the moving average of mean_b (R_b - b)^2 before
+    this minibatch (NVIL's variance normalisation; a positive per-step scale, so the estimate stays unbiased
+    up to that scale)
     entropy   = -lambda_e * sum_{b,t} H[s_bt] / N
 The gradient of xent + reinforce is the paper's Monte-Carlo estimate of the gradient of the lower bound L_s
 (divided by N); tests/models/test_reinforce.py checks that it is unbiased by exact enumeration.
@@ -40,8 +43,8 @@ class Captioner(keras.Model):
 
     Args:
         vocab_size, feature_dim, embedding_dim, units, attention_dim, attention, gate, dropout,
-        alpha_regularization, reinforce_weight, entropy_weight, baseline_decay, expected_context_prob,
-        hard_inference, pad_id, start_id, end_id, unk_id: see `sat_tf.config.ModelConfig`.
+        alpha_regularization, reinforce_weight, entropy_weight, baseline_decay, advantage_normalization,
+        expected_context_prob, hard_inference, pad_id, start_id, end_id, unk_id: see `sat_tf.config.ModelConfig`.
         seed: int or None. Seeds dropout, hard-attention sampling and the expected-context coin.
         unroll_steps: int. Teacher forcing of captions with up to this many steps runs as an unrolled graph
             (much faster on CPU, see benchmarks/README.md); 0 uses a tf.while_loop for any length. Captions with
@@ -51,7 +54,8 @@ class Captioner(keras.Model):
     def __init__(self, vocab_size: int = 10000, feature_dim: int = 512, embedding_dim: int = 512, units: int = 512,
                  attention_dim: int = 512, attention: str = "soft", gate: str = "scalar", dropout: float = 0.5,
                  alpha_regularization: float = 1.0, reinforce_weight: float = 1.0, entropy_weight: float = 0.002,
-                 baseline_decay: float = 0.9, expected_context_prob: float = 0.5, hard_inference: str = "expected",
+                 baseline_decay: float = 0.9, advantage_normalization: bool = False,
+                 expected_context_prob: float = 0.5, hard_inference: str = "expected",
                  pad_id: int = 0, start_id: int = 1, end_id: int = 2, unk_id: int = 3, seed: int | None = None,
                  unroll_steps: int = 32, **kwargs):
         super().__init__(**kwargs)
@@ -61,7 +65,7 @@ class Captioner(keras.Model):
             attention_dim=attention_dim, attention=attention, gate=gate, dropout=dropout,
             alpha_regularization=alpha_regularization, reinforce_weight=reinforce_weight,
             entropy_weight=entropy_weight, baseline_decay=baseline_decay,
-            expected_context_prob=expected_context_prob, hard_inference=hard_inference, pad_id=pad_id,
+            advantage_normalization=bool(advantage_normalization), expected_context_prob=expected_context_prob, hard_inference=hard_inference, pad_id=pad_id,
             start_id=start_id, end_id=end_id, unk_id=unk_id)
         self.seed = seed
         self.unroll_steps = int(unroll_steps)
@@ -76,9 +80,16 @@ class Captioner(keras.Model):
         self.baseline = self.add_weight(shape=(), initializer="zeros", trainable=False, name="baseline")
         self.baseline_updates = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                                 name="baseline_updates")
+        # v of `advantage_normalization`; created only then, so older checkpoints keep their exact structure.
+        self.advantage_variance = None
+        if attention == "hard" and advantage_normalization:
+            self.advantage_variance = self.add_weight(shape=(), initializer="ones", trainable=False,
+                                                      name="advantage_variance")
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in (HARD_TERMS if attention == "hard" else SOFT_TERMS)}
+        terms = HARD_TERMS if attention == "hard" else SOFT_TERMS
+        if self.advantage_variance is not None:
+            terms += ("advantage_variance",)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in terms}
         self._decoders = {}
         # A `sat_tf.training.self_critical.SelfCritical` makes `fit` run self-critical steps instead of
         # teacher forcing (set by the trainer for its second phase; not part of the saved model).
@@ -278,6 +289,12 @@ class Captioner(keras.Model):
             mean_log_p_y = batch_mean(tf.stop_gradient(log_p_y))
             b = tf.where(self.baseline_updates > 0, self.baseline, mean_log_p_y)
             advantage = tf.stop_gradient(log_p_y - b)  # (B,)
+            if self.advantage_variance is not None:
+                mean_square = batch_mean(tf.square(advantage))
+                v = tf.where(self.baseline_updates > 0, self.advantage_variance, mean_square)
+                advantage = advantage / tf.maximum(1.0, tf.sqrt(v))
+                new_v = cfg.baseline_decay * v + (1.0 - cfg.baseline_decay) * mean_square
+                terms["advantage_variance"] = tf.where(sampled, new_v, tf.identity(self.advantage_variance))
             reinforce = -cfg.reinforce_weight * tf.reduce_sum(advantage * log_p_s) / num_tokens
             reinforce *= tf.cast(sampled, reinforce.dtype)
             entropy = tf.reduce_sum(out["entropy"] * mask) / num_tokens
@@ -307,10 +324,15 @@ class Captioner(keras.Model):
         grads = tape.gradient(loss, variables)
         self.optimizer.apply(grads, variables)
         if self.is_hard:
-            sampled = tf.logical_not(use_expected)
-            self.baseline.assign(tf.where(sampled, terms["baseline"], self.baseline))
-            self.baseline_updates.assign_add(tf.cast(sampled, self.baseline_updates.dtype))
+            self.update_baseline(terms, tf.logical_not(use_expected))
         return self._report(terms)
+
+    def update_baseline(self, terms, sampled):
+        """After the update of a minibatch: the REINFORCE statistics from `loss_terms` (no-ops unless `sampled`)."""
+        self.baseline.assign(tf.where(sampled, terms["baseline"], self.baseline))
+        if self.advantage_variance is not None:
+            self.advantage_variance.assign(terms["advantage_variance"])
+        self.baseline_updates.assign_add(tf.cast(sampled, self.baseline_updates.dtype))
 
     def test_step(self, data):
         annotations, tokens = _unpack(data)

@@ -366,8 +366,7 @@ class DistributedTrainer:
         self.optimizer.apply(summed, [v for _, v in pairs])
         if model.is_hard:
             # The same values on every replica (global statistic, shared coin): the mirrors stay equal.
-            model.baseline.assign(tf.where(sampled, terms["baseline"], model.baseline))
-            model.baseline_updates.assign_add(tf.cast(sampled, model.baseline_updates.dtype))
+            model.update_baseline(terms, sampled)
         return {name: value for name, value in terms.items() if name != "perplexity"}
 
     # -- checkpoints --------------------------------------------------------------------------------------
