@@ -23,13 +23,15 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import glob
 import hashlib
+import itertools
 import json
 import os
 import sys
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -163,13 +165,17 @@ def extract_features(records: Sequence[CaptionRecord], encoder: Callable, encode
     bar = Progress(sum(len(items) for _, items in todo), label="extract") if progress and todo else None
     written = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=num_threads) as pool:
+        # One decode stream over every shard still to do, so the threads decode the next shard's first batch while
+        # the encoder works on this shard's last one (per-shard maps stalled the encoder at every shard start).
+        decoded = _decode_ahead(pool, functools.partial(_decode, load_image, size),
+                                [record for _, items in todo for record in items], lookahead=2 * batch_size)
         for name, items in todo:
             if stop_after_shards is not None and written >= stop_after_shards:
                 if bar:
                     bar.close()
                 return {}
-            _write_shard(out_dir, name, items, encoder, encoder_info, vocabulary, max_caption_length, size,
-                         batch_size, pool, load_image, bar)
+            _write_shard(out_dir, name, items, itertools.islice(decoded, len(items)), encoder, encoder_info, vocabulary,
+                         max_caption_length, batch_size, bar)
             written += 1
     if bar:
         bar.close()
@@ -196,24 +202,39 @@ def _finished(out_dir: str, name: str, encoder_info: dict, checksum: str, max_ca
     return True
 
 
-def _write_shard(out_dir, name, items, encoder, encoder_info, vocabulary, max_caption_length, size, batch_size,
-                 pool, load_image, bar) -> None:
+def _decode(load_image: Callable, size: int, record: CaptionRecord) -> tuple[np.ndarray | None, str | None]:
+    """(uint8 (S, S, 3) image, None), or (None, why it was skipped): never raises."""
+    try:
+        return load_image(record.image_path, size), None
+    except ImageError as e:
+        return None, e.reason
+    except Exception as e:  # noqa: BLE001 - an unexpected decoder failure must not stop the run either
+        return None, f"unexpected {type(e).__name__}: {e}"
+
+
+def _decode_ahead(pool: concurrent.futures.Executor, decode: Callable, records: Sequence[CaptionRecord],
+                  lookahead: int) -> Iterator:
+    """decode(record) for every record, in order, with at most `lookahead` decodes queued or running (bounded
+    memory however many records there are)."""
+    pending: collections.deque = collections.deque()
+    for record in records:
+        pending.append(pool.submit(decode, record))
+        if len(pending) >= lookahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _write_shard(out_dir, name, items, decoded, encoder, encoder_info, vocabulary, max_caption_length, batch_size,
+                 bar) -> None:
+    """Writes shard `name` of `items`, whose `_decode` results `decoded` yields lazily (same order)."""
     path = os.path.join(out_dir, name)
     tmp = path + _TMP
     skipped: list[dict[str, str]] = []
     lengths: collections.Counter = collections.Counter()
     images = captions = 0
 
-    def decode(record: CaptionRecord):
-        try:
-            return load_image(record.image_path, size), None
-        except ImageError as e:
-            return None, e.reason
-        except Exception as e:  # noqa: BLE001 - an unexpected decoder failure must not stop the run either
-            return None, f"unexpected {type(e).__name__}: {e}"
-
     with tf.io.TFRecordWriter(tmp) as writer:
-        decoded = pool.map(decode, items)
         batch: list[tuple[CaptionRecord, np.ndarray]] = []
 
         def flush():

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import glob
 import hashlib
+import itertools
 import json
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from sat_tf.pipelines import extract as extract_module
 from sat_tf.pipelines import tfrecord
 from sat_tf.pipelines.dataset import (FeatureError, check_features, evaluation_dataset, load_manifest,
                                       steps_per_epoch, training_dataset)
@@ -24,7 +29,8 @@ def _extract(tmp_path, name="features", count=24, shard_size=5, **kwargs):
     records = helpers.make_records(paths)
     out = str(tmp_path / name)
     manifest = extract_features(records, helpers.fake_encoder, helpers.ENCODER_INFO, helpers.vocabulary(), out,
-                                max_caption_length=6, shard_size=shard_size, batch_size=3, progress=False, **kwargs)
+                                max_caption_length=6, shard_size=shard_size, progress=False,
+                                **{"batch_size": 3, **kwargs})
     return records, out, manifest
 
 
@@ -81,6 +87,38 @@ def test_extraction_writes_shards_manifest_and_skips_bad_images(tmp_path):
     assert manifest["vocabulary"]["checksum"] == helpers.vocabulary().checksum()
     assert json.load(open(os.path.join(out, "manifest.json"))) == manifest
     assert not glob.glob(os.path.join(out, "*.tmp"))
+
+
+def test_decoding_runs_ahead_across_shards_in_order_with_bounded_lookahead():
+    """Extraction decodes through one stream over all shards: results in record order, never more than
+    `lookahead` decodes queued or running, and the next shard's images are decoded before this one is used up."""
+    lock = threading.Lock()
+    started: list[int] = []
+
+    def decode(i):
+        with lock:
+            started.append(i)
+        time.sleep(0.002)
+        return i * 10, None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        stream = extract_module._decode_ahead(pool, decode, list(range(20)), lookahead=6)
+        first_shard = list(itertools.islice(stream, 5))
+        time.sleep(0.05)
+        with lock:
+            ahead = max(started)
+        rest = list(stream)
+    assert [x for x, _ in first_shard + rest] == [i * 10 for i in range(20)]
+    assert ahead == 9  # 0..4 taken, the next shard's 5..9 (lookahead - 1) already submitted, and no more
+    assert sorted(started) == list(range(20))
+
+
+def test_extraction_output_does_not_depend_on_threads_or_batch(tmp_path):
+    _, one, _ = _extract(tmp_path, "one", num_threads=1, batch_size=2)
+    _, many, _ = _extract(tmp_path, "many", num_threads=4, batch_size=7)
+    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(one, "*.tfrecord")))
+    assert len(names) == 6  # train 4 + val 2: several shards, so the stream crosses shard boundaries
+    assert [_digest(os.path.join(one, n)) for n in names] == [_digest(os.path.join(many, n)) for n in names]
 
 
 def test_killed_extraction_resumes_to_the_same_shards(tmp_path):

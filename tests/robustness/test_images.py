@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from sat_tf.images import ImageError, load_and_resize, load_image, resize_image
 from sat_tf.pipelines import tfrecord
@@ -153,6 +154,22 @@ def test_resize_of_uint8_equals_resize_of_float32():
         np.testing.assert_array_equal(resize_image(pixels, 224).numpy(),
                                       resize_image(pixels.astype(np.float32), 224).numpy())
         assert resize_image(pixels, 224).dtype == tf.float32
+
+
+def test_resize_at_scale_one_is_the_identity_so_load_and_resize_may_skip_it(tmp_path):
+    """`load_and_resize` returns an S x S photo untouched; that is only right because `resize_image` (what the
+    exported graph runs) is the identity at scale 1, to the bit, for any pixels and sizes."""
+    rng = np.random.default_rng(1)
+    for size in (1, 7, 224, 260):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(resize_image(pixels, size).numpy(), pixels.astype(np.float32))
+    # Other sizes go through the traced uint8 resizer: the same pixels as rounding the eager op.
+    for shape in [(224, 224, 3), (188, 250, 3), (37, 53, 3)]:
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        path = str(tmp_path / f"{shape[0]}x{shape[1]}.png")
+        Image.fromarray(pixels).save(path)
+        want = np.round(resize_image(pixels, 224).numpy()).astype(np.uint8)
+        np.testing.assert_array_equal(load_and_resize(path, 224), want)
 
 
 # Captioning ---------------------------------------------------------------------------------------------------------
