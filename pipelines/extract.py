@@ -234,6 +234,13 @@ def _write_shard(out_dir, name, items, decoded, encoder, encoder_info, vocabular
     lengths: collections.Counter = collections.Counter()
     images = captions = 0
 
+    # Every caption of the shard in one call: per image, the tokenizer's eager ops cost ~8 ms, as much as encoding
+    # the image (benchmarks/README.md).
+    ends = np.cumsum([len(record.captions) for record in items])  # (n,)
+    shard_tokens = np.split(vocabulary.encode([c for r in items for c in r.captions], max_caption_length),
+                            ends[:-1])  # n x (N_i, T)
+    tokens_of = {id(record): tokens for record, tokens in zip(items, shard_tokens)}
+
     with tf.io.TFRecordWriter(tmp) as writer:
         batch: list[tuple[CaptionRecord, np.ndarray]] = []
 
@@ -244,7 +251,7 @@ def _write_shard(out_dir, name, items, decoded, encoder, encoder_info, vocabular
             pixels = np.stack([image for _, image in batch])  # (B, S, S, 3)
             feats = np.asarray(encoder(pixels))  # (B, L, D)
             for (record, _), features in zip(batch, feats):
-                tokens = vocabulary.encode(list(record.captions), max_caption_length)  # (N, T)
+                tokens = tokens_of[id(record)]  # (N, T)
                 try:
                     example = tfrecord.serialize_example(record.image_id, record.image_path, record.split,
                                                          features, list(record.captions), tokens)
