@@ -22,6 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, WebP, BMP, TIFF)")
     p.add_argument("--workdir", required=True, help="a training work dir")
     p.add_argument("--which", default="best", help="checkpoint: best, latest, or a checkpoint path prefix")
+    p.add_argument("--hard-inference", choices=["expected", "argmax", "sample"], default=None,
+                   help="hard attention: decode with the expected context, the most likely location or a sampled "
+                        "one (default: the work dir's model.hard_inference)")
     p.add_argument("--beam-size", type=int, default=None, help="default: the work dir's train.beam_size")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--attention-map", default="", metavar="FILE.png",
@@ -32,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sat_tf.workdir import load_captioner
 
     try:
-        experiment = load_captioner(args.workdir, args.which)
+        experiment = load_captioner(args.workdir, args.which, hard_inference=args.hard_inference)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

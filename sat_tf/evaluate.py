@@ -15,6 +15,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sat_tf.evaluate", description=__doc__)
     p.add_argument("--workdir", required=True)
     p.add_argument("--which", default="best", help="checkpoint: best, latest, or a checkpoint path prefix")
+    p.add_argument("--hard-inference", choices=["expected", "argmax", "sample"], default=None,
+                   help="hard attention: decode with the expected context, the most likely location or a sampled "
+                        "one (default: the work dir's model.hard_inference)")
     p.add_argument("--split", default=None, help="default: the work dir's data.eval_split")
     p.add_argument("--beam-size", type=int, default=None, help="default: the work dir's train.beam_size")
     p.add_argument("--max-length", type=int, default=None)
@@ -32,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sat_tf.workdir import load_captioner
 
     try:
-        experiment = load_captioner(args.workdir, args.which)
+        experiment = load_captioner(args.workdir, args.which, hard_inference=args.hard_inference)
         data, train = experiment.data_config, experiment.train_config
         objects = None
         if data.dataset == "scenes":

@@ -96,6 +96,14 @@ class Evaluation:
         return out
 
 
+def _hard_inference(captioner) -> dict:
+    """{"hard_inference": how z_t was chosen} for a hard-attention Captioner, else {} (for the metrics JSON)."""
+    config = getattr(captioner, "model_config", None)
+    if config is None or config.attention != "hard":
+        return {}
+    return {"hard_inference": config.hard_inference}
+
+
 def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str = "val", beam_size: int = 3,
              max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
              suppress_unk: bool = True, scene_objects: dict | None = None,
@@ -132,7 +140,7 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
     result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start,
                         decoding={"beam_size": beam_size, "max_length": max_length, "length_penalty": length_penalty,
-                                  "suppress_unk": suppress_unk})
+                                  "suppress_unk": suppress_unk, **_hard_inference(captioner)})
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_coco_results(os.path.join(out_dir, f"captions_{split}.json"), candidates)

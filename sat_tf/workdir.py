@@ -120,13 +120,20 @@ def find_checkpoint(workdir: str, which: str = "best") -> str:
     return which
 
 
-def load_captioner(workdir: str, which: str = "best") -> Experiment:
+def load_captioner(workdir: str, which: str = "best", hard_inference: str | None = None) -> Experiment:
     """Rebuilds the model from config.json and restores its weights from a checkpoint of the work dir.
 
     `which`: "best" (the best dev BLEU-4 epoch, falling back to the latest epoch), "latest", or a checkpoint
-    prefix. Returns the Experiment with `captioner`, `vocabulary` and `checkpoint_path` set.
+    prefix. `hard_inference`: hard attention only, how decoding picks z_t ("expected", "argmax", "sample"; see
+    `ModelConfig`), instead of the work dir's setting (it does not change the weights). Returns the Experiment
+    with `captioner`, `vocabulary` and `checkpoint_path` set (and `model_config` as the captioner was built).
     """
     experiment = load_experiment(workdir)
+    if hard_inference is not None:
+        if experiment.model_config.attention != "hard":
+            raise ValueError(f"hard_inference={hard_inference!r} needs a hard-attention model; {workdir} is "
+                             f"{experiment.model_config.attention}")
+        experiment.model_config = dataclasses.replace(experiment.model_config, hard_inference=hard_inference)
     if experiment.vocabulary is None:
         raise FileNotFoundError(f"{os.path.join(workdir, VOCAB)} is missing: the work dir is incomplete")
     path = find_checkpoint(workdir, which)

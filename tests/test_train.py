@@ -187,3 +187,32 @@ def test_self_critical_phase_follows_the_best_model_and_resumes_exactly(features
     more = trainer.train(straight, *_tiny(features_dir, **{**settings, "scst_epochs": 3}), verbose=0,
                          final_evaluation=False, tensorboard=False)
     assert more.epochs_done == 1 and more.history[0]["epoch"] == 4
+
+
+def test_evaluate_and_caption_can_decode_hard_attention_another_way(features_dir, tmp_path, capsys):
+    from sat_tf.caption import main as caption_main
+    from sat_tf.evaluate import main as evaluate_main
+
+    model, train, data = _tiny(features_dir, epochs=1)
+    workdir = str(tmp_path / "hard")
+    trainer.train(workdir, dataclasses.replace(model, attention="hard"), train, data, verbose=0,
+                  final_evaluation=False, tensorboard=False)
+    assert wd.load_captioner(workdir).captioner.model_config.hard_inference == "expected"  # the work dir's
+    experiment = wd.load_captioner(workdir, hard_inference="argmax")
+    assert experiment.captioner.model_config.hard_inference == "argmax"
+    assert experiment.model_config.hard_inference == "argmax"
+    metrics = {}
+    for mode in ("expected", "argmax"):
+        out = str(tmp_path / f"ev_{mode}")
+        assert evaluate_main(["--workdir", workdir, "--limit", "6", "--beam-size", "2", "--out", out,
+                              "--hard-inference", mode]) == 0
+        metrics[mode] = json.load(open(os.path.join(out, "metrics_val.json")))
+        assert metrics[mode]["decoding"]["hard_inference"] == mode
+    soft = str(tmp_path / "soft")
+    trainer.train(soft, model, train, data, verbose=0, final_evaluation=False, tensorboard=False)
+    with pytest.raises(ValueError, match="needs a hard-attention model"):
+        wd.load_captioner(soft, hard_inference="argmax")
+    capsys.readouterr()
+    assert evaluate_main(["--workdir", soft, "--limit", "2", "--hard-inference", "sample"]) == 1
+    assert "needs a hard-attention model" in capsys.readouterr().err
+    assert caption_main(["--workdir", soft, "--hard-inference", "argmax", "x.jpg"]) == 1
