@@ -174,8 +174,8 @@ def extract_features(records: Sequence[CaptionRecord], encoder: Callable, encode
                 if bar:
                     bar.close()
                 return {}
-            _write_shard(out_dir, name, items, itertools.islice(decoded, len(items)), encoder, encoder_info, vocabulary,
-                         max_caption_length, batch_size, bar)
+            _write_shard(out_dir, name, items, itertools.islice(decoded, len(items)), encoder, encoder_info,
+                         vocabulary, max_caption_length, batch_size, bar)
             written += 1
     if bar:
         bar.close()
@@ -239,19 +239,17 @@ def _write_shard(out_dir, name, items, decoded, encoder, encoder_info, vocabular
     ends = np.cumsum([len(record.captions) for record in items])  # (n,)
     shard_tokens = np.split(vocabulary.encode([c for r in items for c in r.captions], max_caption_length),
                             ends[:-1])  # n x (N_i, T)
-    tokens_of = {id(record): tokens for record, tokens in zip(items, shard_tokens)}
 
     with tf.io.TFRecordWriter(tmp) as writer:
-        batch: list[tuple[CaptionRecord, np.ndarray]] = []
+        batch: list[tuple[CaptionRecord, np.ndarray, np.ndarray]] = []  # (record, image, its tokens)
 
         def flush():
             nonlocal images, captions
             if not batch:
                 return
-            pixels = np.stack([image for _, image in batch])  # (B, S, S, 3)
+            pixels = np.stack([image for _, image, _ in batch])  # (B, S, S, 3)
             feats = np.asarray(encoder(pixels))  # (B, L, D)
-            for (record, _), features in zip(batch, feats):
-                tokens = tokens_of[id(record)]  # (N, T)
+            for (record, _, tokens), features in zip(batch, feats):  # tokens (N, T)
                 try:
                     example = tfrecord.serialize_example(record.image_id, record.image_path, record.split,
                                                          features, list(record.captions), tokens)
@@ -267,13 +265,13 @@ def _write_shard(out_dir, name, items, decoded, encoder, encoder_info, vocabular
                 bar.update(done=len(batch))
             batch.clear()
 
-        for record, (image, reason) in zip(items, decoded):
+        for record, (image, reason), tokens in zip(items, decoded, shard_tokens):
             if image is None:
                 skipped.append({"image_id": record.image_id, "path": record.image_path, "reason": reason})
                 if bar:
                     bar.update(done=1, skipped=1)
                 continue
-            batch.append((record, image))
+            batch.append((record, image, tokens))
             if len(batch) == batch_size:
                 flush()
         flush()

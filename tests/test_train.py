@@ -208,8 +208,16 @@ def test_evaluate_and_caption_can_decode_hard_attention_another_way(features_dir
                               "--hard-inference", mode]) == 0
         metrics[mode] = json.load(open(os.path.join(out, "metrics_val.json")))
         assert metrics[mode]["decoding"]["hard_inference"] == mode
+    image = os.path.join(features_dir, "scenes", "images", "val_00000.png")
+    assert os.path.exists(image)
+    capsys.readouterr()
+    figure = str(tmp_path / "argmax.png")
+    assert caption_main(["--workdir", workdir, "--hard-inference", "argmax", "--beam-size", "2",
+                         "--attention-map", figure, image]) == 0
+    assert image in capsys.readouterr().out and os.path.exists(figure)
+    # A soft work dir is refused before any checkpoint is read, so its config alone is enough here.
     soft = str(tmp_path / "soft")
-    trainer.train(soft, model, train, data, verbose=0, final_evaluation=False, tensorboard=False)
+    wd.save_experiment(soft, model, train, data)
     with pytest.raises(ValueError, match="needs a hard-attention model"):
         wd.load_captioner(soft, hard_inference="argmax")
     capsys.readouterr()

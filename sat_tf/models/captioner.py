@@ -65,8 +65,8 @@ class Captioner(keras.Model):
             attention_dim=attention_dim, attention=attention, gate=gate, dropout=dropout,
             alpha_regularization=alpha_regularization, reinforce_weight=reinforce_weight,
             entropy_weight=entropy_weight, baseline_decay=baseline_decay,
-            advantage_normalization=bool(advantage_normalization), expected_context_prob=expected_context_prob, hard_inference=hard_inference, pad_id=pad_id,
-            start_id=start_id, end_id=end_id, unk_id=unk_id)
+            advantage_normalization=bool(advantage_normalization), expected_context_prob=expected_context_prob,
+            hard_inference=hard_inference, pad_id=pad_id, start_id=start_id, end_id=end_id, unk_id=unk_id)
         self.seed = seed
         self.unroll_steps = int(unroll_steps)
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")  # E
@@ -328,8 +328,9 @@ class Captioner(keras.Model):
         return self._report(terms)
 
     def update_baseline(self, terms, sampled):
-        """After the update of a minibatch: the REINFORCE statistics from `loss_terms` (no-ops unless `sampled`)."""
-        self.baseline.assign(tf.where(sampled, terms["baseline"], self.baseline))
+        """After the update of a minibatch: stores the REINFORCE statistics of `loss_terms(out, sampled)`, which
+        already hold the unchanged values when the minibatch did not sample, and counts sampled minibatches."""
+        self.baseline.assign(terms["baseline"])
         if self.advantage_variance is not None:
             self.advantage_variance.assign(terms["advantage_variance"])
         self.baseline_updates.assign_add(tf.cast(sampled, self.baseline_updates.dtype))
