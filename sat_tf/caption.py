@@ -22,6 +22,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, WebP, BMP, TIFF)")
     p.add_argument("--workdir", required=True, help="a training work dir")
     p.add_argument("--which", default="best", help="checkpoint: best, latest, or a checkpoint path prefix")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="DIR",
+                   help="more work dirs (same vocabulary and encoder) decoding with --workdir as one model: their "
+                        "next-word distributions are averaged at every step")
+    p.add_argument("--combine", choices=["probability", "log_probability"], default="probability",
+                   help="ensemble: average the probabilities (default) or the log-probabilities (geometric mean)")
     p.add_argument("--hard-inference", choices=["expected", "argmax", "sample"], default=None,
                    help="hard attention: decode with the expected context, the most likely location or a sampled "
                         "one (default: the work dir's model.hard_inference)")
@@ -32,10 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from sat_tf.inference import ImageCaptioner
-    from sat_tf.workdir import load_captioner
+    from sat_tf.workdir import load_captioner, load_ensemble
 
     try:
-        experiment = load_captioner(args.workdir, args.which, hard_inference=args.hard_inference)
+        if args.ensemble:
+            experiment = load_ensemble([args.workdir, *args.ensemble], args.which,
+                                       hard_inference=args.hard_inference, combine=args.combine)
+        else:
+            experiment = load_captioner(args.workdir, args.which, hard_inference=args.hard_inference)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

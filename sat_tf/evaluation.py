@@ -96,8 +96,11 @@ class Evaluation:
         return out
 
 
-def _hard_inference(captioner) -> dict:
-    """{"hard_inference": how z_t was chosen} for a hard-attention Captioner, else {} (for the metrics JSON)."""
+def _decoder_info(captioner) -> dict:
+    """What the metrics JSON records about the decoder: for a hard-attention Captioner how z_t was chosen
+    ({"hard_inference": ...}), for a CaptionEnsemble its members and combination ({"ensemble": ...}), else {}."""
+    if hasattr(captioner, "describe"):
+        return {"ensemble": captioner.describe()}
     config = getattr(captioner, "model_config", None)
     if config is None or config.attention != "hard":
         return {}
@@ -113,7 +116,7 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
     `<out_dir>/metrics_<split>.json` when out_dir is given.
 
     Args:
-        captioner: a Captioner.
+        captioner: a Captioner or a CaptionEnsemble (`sat_tf.decoding.ensemble`).
         vocabulary: its Vocabulary.
         features_dir: str. Feature shards (pipelines.extract).
         split, beam_size, max_length, batch_size, limit, length_penalty, suppress_unk: decoding settings (limit
@@ -140,7 +143,7 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
     result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start,
                         decoding={"beam_size": beam_size, "max_length": max_length, "length_penalty": length_penalty,
-                                  "suppress_unk": suppress_unk, **_hard_inference(captioner)})
+                                  "suppress_unk": suppress_unk, **_decoder_info(captioner)})
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_coco_results(os.path.join(out_dir, f"captions_{split}.json"), candidates)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Sequence
 
 import keras
 import tensorflow as tf
@@ -147,3 +148,39 @@ def load_captioner(workdir: str, which: str = "best", hard_inference: str | None
     experiment.captioner = captioner
     experiment.checkpoint_path = path
     return experiment
+
+
+def load_ensemble(workdirs: Sequence[str], which: str = "best", hard_inference: str | None = None,
+                  combine: str = "probability") -> Experiment:
+    """Restores several work dirs' models as one `CaptionEnsemble` (`sat_tf.decoding.ensemble`).
+
+    The first work dir's Experiment is returned with `captioner` set to the ensemble (its features, configs and
+    vocabulary are the ensemble's; `checkpoint_path` lists every member's checkpoint, comma-separated). Every
+    member must have the same vocabulary file and the same encoder, feature layer and image size, since they read
+    one set of annotations and emit one vocabulary's ids. `hard_inference` applies to the hard members only.
+    """
+    workdirs = list(workdirs)
+    if not workdirs:
+        raise ValueError("an ensemble needs at least one work dir")
+    if hard_inference is not None and all(load_experiment(w).model_config.attention != "hard" for w in workdirs):
+        raise ValueError(f"hard_inference={hard_inference!r} needs a hard-attention model; none of {workdirs} is")
+    experiments = []
+    for workdir in workdirs:
+        member_mode = hard_inference if load_experiment(workdir).model_config.attention == "hard" else None
+        experiments.append(load_captioner(workdir, which, hard_inference=member_mode))
+    first = experiments[0]
+    for other in experiments[1:]:
+        if other.vocabulary.checksum() != first.vocabulary.checksum():
+            raise ValueError(f"{os.path.join(other.workdir, VOCAB)} differs from {os.path.join(first.workdir, VOCAB)}: "
+                             f"ensemble members must share one vocabulary")
+        for field in ("encoder", "encoder_layer", "image_size"):
+            if getattr(other.data_config, field) != getattr(first.data_config, field):
+                raise ValueError(f"{other.workdir} was trained on data.{field}={getattr(other.data_config, field)!r} "
+                                 f"but {first.workdir} on {getattr(first.data_config, field)!r}: ensemble members "
+                                 f"must read the same features")
+    from sat_tf.decoding.ensemble import CaptionEnsemble
+
+    ensemble = CaptionEnsemble([e.captioner for e in experiments], combine=combine,
+                               names=[e.checkpoint_path for e in experiments])
+    return dataclasses.replace(first, captioner=ensemble,
+                               checkpoint_path=",".join(e.checkpoint_path for e in experiments))

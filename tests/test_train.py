@@ -189,14 +189,22 @@ def test_self_critical_phase_follows_the_best_model_and_resumes_exactly(features
     assert more.epochs_done == 1 and more.history[0]["epoch"] == 4
 
 
-def test_evaluate_and_caption_can_decode_hard_attention_another_way(features_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def hard_workdir(features_dir, tmp_path_factory):
+    """A hard-attention work dir trained for one epoch on the tiny scenes features."""
+    model, train, data = _tiny(features_dir, epochs=1)
+    workdir = str(tmp_path_factory.mktemp("hard") / "hard")
+    trainer.train(workdir, dataclasses.replace(model, attention="hard"), train, data, verbose=0,
+                  final_evaluation=False, tensorboard=False)
+    return workdir
+
+
+def test_evaluate_and_caption_can_decode_hard_attention_another_way(features_dir, hard_workdir, tmp_path, capsys):
     from sat_tf.caption import main as caption_main
     from sat_tf.evaluate import main as evaluate_main
 
     model, train, data = _tiny(features_dir, epochs=1)
-    workdir = str(tmp_path / "hard")
-    trainer.train(workdir, dataclasses.replace(model, attention="hard"), train, data, verbose=0,
-                  final_evaluation=False, tensorboard=False)
+    workdir = hard_workdir
     assert wd.load_captioner(workdir).captioner.model_config.hard_inference == "expected"  # the work dir's
     experiment = wd.load_captioner(workdir, hard_inference="argmax")
     assert experiment.captioner.model_config.hard_inference == "argmax"
@@ -224,3 +232,47 @@ def test_evaluate_and_caption_can_decode_hard_attention_another_way(features_dir
     assert evaluate_main(["--workdir", soft, "--limit", "2", "--hard-inference", "sample"]) == 1
     assert "needs a hard-attention model" in capsys.readouterr().err
     assert caption_main(["--workdir", soft, "--hard-inference", "argmax", "x.jpg"]) == 1
+
+
+def test_evaluate_and_caption_an_ensemble_of_work_dirs(features_dir, hard_workdir, tmp_path, capsys):
+    """--ensemble decodes several work dirs as one model: a model ensembled with itself captions exactly as it
+    does alone; a member with another vocabulary or encoder is refused by name."""
+    import shutil
+
+    from sat_tf.caption import main as caption_main
+    from sat_tf.evaluate import main as evaluate_main
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(hard_workdir, copy)
+    results = {}
+    for name, extra in (("alone", []), ("twice", ["--ensemble", copy])):
+        out = str(tmp_path / name)
+        assert evaluate_main(["--workdir", hard_workdir, *extra, "--limit", "6", "--beam-size", "2",
+                              "--out", out]) == 0
+        results[name] = json.load(open(os.path.join(out, "captions_val.json")))
+        metrics = json.load(open(os.path.join(out, "metrics_val.json")))
+    assert results["twice"] == results["alone"] and len(results["alone"]) == 6
+    members = metrics["decoding"]["ensemble"]["members"]
+    assert [m["attention"] for m in members] == ["hard", "hard"] and copy in members[1]["name"]
+    assert metrics["decoding"]["ensemble"]["combine"] == "probability"
+
+    image = os.path.join(features_dir, "scenes", "images", "val_00000.png")
+    figure = str(tmp_path / "ensemble.png")
+    capsys.readouterr()
+    assert caption_main(["--workdir", hard_workdir, "--ensemble", copy, "--combine", "log_probability",
+                         "--beam-size", "2", "--attention-map", figure, image]) == 0
+    assert image in capsys.readouterr().out and os.path.exists(figure)
+
+    vocab = os.path.join(copy, wd.VOCAB)
+    lines = open(vocab).read().splitlines()
+    lines[-1] = lines[-1] + "x"  # same size, another word
+    open(vocab, "w").write("\n".join(lines) + "\n")
+    assert evaluate_main(["--workdir", hard_workdir, "--ensemble", copy, "--limit", "2"]) == 1
+    assert "must share one vocabulary" in capsys.readouterr().err
+    experiment = wd.load_experiment(hard_workdir)
+    other = str(tmp_path / "other_encoder")
+    shutil.copytree(hard_workdir, other)
+    wd.save_experiment(other, experiment.model_config, experiment.train_config,
+                       dataclasses.replace(experiment.data_config, image_size=experiment.data_config.image_size + 32))
+    with pytest.raises(ValueError, match="data.image_size"):
+        wd.load_ensemble([hard_workdir, other])

@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from sat_tf.config import ModelConfig
+from sat_tf.decoding import compiled
 from sat_tf.decoding.beam_search import NEG_INF, beam_search, greedy_search, tile_beams
 from sat_tf.layers.attention_lstm_cell import AttentionLSTMCell
 from sat_tf.layers.soft_attention import SharedAnnotations
@@ -441,16 +442,9 @@ class Captioner(keras.Model):
         `lengths` (B,), `log_probs` (B,), `scores` (B,), `alpha` (B, S, L) and for hard attention `location`
         (B, S); with `return_all_beams` every output keeps its beam axis K after B, best beam first.
         """
-        key = (int(beam_size), int(max_length), float(length_penalty), bool(suppress_unk))
-        if key not in self._decoders:
-            self._decoders[key] = tf.function(
-                lambda a: self.decode(a, beam_size=key[0], max_length=key[1], length_penalty=key[2],
-                                      suppress_unk=key[3]),
-                reduce_retracing=True)
-        out = self._decoders[key](tf.convert_to_tensor(annotations))
-        if beam_size > 1 and not return_all_beams:
-            out = {name: value[:, 0] for name, value in out.items()}
-        return out
+        return compiled.generate(self.decode, self._decoders, annotations, beam_size=beam_size,
+                                 max_length=max_length, length_penalty=length_penalty,
+                                 return_all_beams=return_all_beams, suppress_unk=suppress_unk)
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,124 @@
+"""Several trained captioners decoding as one model: at every step the members' next-word distributions are
+averaged, and beam search runs over the average (the ensembles of Vinyals et al. 2015, "Show and Tell", sec. 4.3,
+and most captioning leaderboards since).
+
+The members share one vocabulary and read the same annotations (one encoder, one feature layer); each keeps its
+own LSTM state and attention, so soft and hard members (decoding with their `hard_inference`) mix freely. The
+ensemble has the decoding interface of `Captioner` (`decode_step_fn`, `decode`, `generate`, `model_config`), so
+`sat_tf.evaluation`, `sat_tf.inference` and the CLIs take it where they take a Captioner.
+
+Shapes: B images, K beams, N = B*K rows, M members, L locations, V vocabulary, S max length.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import tensorflow as tf
+
+from sat_tf.decoding import compiled
+from sat_tf.decoding.beam_search import beam_search, greedy_search
+
+COMBINE = ("probability", "log_probability")
+# Fields every member's ModelConfig must share: the token ids the search emits and the annotations it reads.
+SHARED_FIELDS = ("vocab_size", "feature_dim", "pad_id", "start_id", "end_id", "unk_id")
+
+
+class CaptionEnsemble:
+    """Decodes with the average of several Captioners' next-word distributions.
+
+    Args:
+        members: Captioners (at least one) with equal `SHARED_FIELDS` of their ModelConfigs.
+        combine: "probability": p(w) = mean_m p_m(w) (the usual ensemble; a word any member is sure of keeps a
+            high probability); "log_probability": p(w) proportional to exp(mean_m log p_m(w)) (a normalised
+            geometric mean; a word survives only if no member rules it out).
+        names: str per member for reports (default "member0", ...).
+
+    The records of a step are the members' mean attention map `alpha` (N, L); hard members' sampled locations
+    are not returned (one location per member would not be one per word).
+    """
+
+    def __init__(self, members: Sequence, combine: str = "probability", names: Sequence[str] | None = None):
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one captioner")
+        if combine not in COMBINE:
+            raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
+        names = list(names) if names is not None else [f"member{m}" for m in range(len(members))]
+        if len(names) != len(members):
+            raise ValueError(f"{len(names)} names for {len(members)} members")
+        first = members[0].model_config
+        for name, member in zip(names[1:], members[1:]):
+            for field in SHARED_FIELDS:
+                if getattr(member.model_config, field) != getattr(first, field):
+                    raise ValueError(f"ensemble member {name} has model.{field}="
+                                     f"{getattr(member.model_config, field)!r} but {names[0]} has "
+                                     f"{getattr(first, field)!r}: members must share the vocabulary and features")
+        self.members = members
+        self.names = names
+        self.combine = combine
+        self._decoders = {}
+
+    @property
+    def model_config(self):
+        """The first member's ModelConfig: its `SHARED_FIELDS` hold for every member."""
+        return self.members[0].model_config
+
+    is_hard = False  # decoding returns no `location` record
+
+    def describe(self) -> dict:
+        """What the metrics JSON records about this decoder."""
+        return {"combine": self.combine, "members": [
+            {"name": name, "attention": m.model_config.attention,
+             **({"hard_inference": m.model_config.hard_inference} if m.is_hard else {})}
+            for name, m in zip(self.names, self.members)]}
+
+    def decode_step_fn(self, annotations, beam_size: int = 1, seed=None, suppress_unk: bool = True):
+        """(initial state, step_fn) for `sat_tf.decoding` over B images x K beams: the state is the list of the
+        members' states; step_fn maps tokens (N,) to the combined log-probabilities (N, V) and records the mean
+        `alpha` (N, L). `seed` (int32 (2,)) reaches member m as fold_in(seed, m) (hard members that sample)."""
+        states, step_fns = [], []
+        for m, member in enumerate(self.members):
+            member_seed = None if seed is None else tf.random.experimental.stateless_fold_in(seed, m)
+            state, step_fn = member.decode_step_fn(annotations, beam_size, member_seed, suppress_unk=suppress_unk)
+            states.append(state)
+            step_fns.append(step_fn)
+        log_members = math.log(len(self.members))
+
+        def step_fn(tokens, state, t):
+            log_probs, new_states, alphas = [], [], []
+            for member_fn, member_state in zip(step_fns, state):
+                member_log_probs, member_state, records = member_fn(tokens, member_state, t)  # (N, V)
+                log_probs.append(member_log_probs)
+                new_states.append(member_state)
+                alphas.append(records["alpha"])  # (N, L)
+            stacked = tf.stack(log_probs)  # (M, N, V)
+            if self.combine == "probability":
+                combined = tf.reduce_logsumexp(stacked, axis=0) - log_members  # log mean_m p_m
+            else:
+                combined = tf.nn.log_softmax(tf.reduce_mean(stacked, axis=0))  # log of the normalised geometric mean
+            return combined, new_states, {"alpha": tf.reduce_mean(tf.stack(alphas), axis=0)}  # (N, V), (N, L)
+
+        return states, step_fn
+
+    def decode(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
+               seed=None, suppress_unk: bool = True):
+        """Batched decoding (greedy when beam_size == 1) of annotations (B, L, D); see `Captioner.decode`."""
+        cfg = self.model_config
+        if seed is None and any(m.is_hard and m.model_config.hard_inference == "sample" for m in self.members):
+            seed = tf.cast(self.members[0].seed_generator.next(), tf.int32)
+        state, step_fn = self.decode_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
+        batch = tf.shape(annotations)[0]
+        if beam_size == 1:
+            return greedy_search(step_fn, state, batch, max_length, cfg.start_id, cfg.end_id, cfg.pad_id)
+        return beam_search(step_fn, state, batch, beam_size, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
+                           length_penalty)
+
+    def generate(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
+                 return_all_beams: bool = False, suppress_unk: bool = True):
+        """Captions for a batch of annotations (B, L, D), compiled once per decoding setting; see
+        `Captioner.generate` (the outputs are the same, without `location`)."""
+        return compiled.generate(self.decode, self._decoders, annotations, beam_size=beam_size,
+                                 max_length=max_length, length_penalty=length_penalty,
+                                 return_all_beams=return_all_beams, suppress_unk=suppress_unk)
