@@ -106,6 +106,9 @@ class TrainConfig:
         scst_learning_rate: float. Adam step size during the self-critical epochs.
         scst_samples: int. Captions sampled per image (>= 2; the baseline is the mean of the others).
         scst_images: int. Images per self-critical minibatch.
+        weight_average_decay: float. d in [0, 1): with d > 0 the dev scores, `best/` and everything read from
+            it use the exponential moving average of the weights, avg <- d avg + (1 - d) w after every step
+            (`sat_tf.training.weight_average`); 0 switches it off (the raw weights, as before).
     """
 
     batch_size: int = 64
@@ -125,6 +128,7 @@ class TrainConfig:
     scst_learning_rate: float = 5e-5
     scst_samples: int = 5
     scst_images: int = 16
+    weight_average_decay: float = 0.0
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "max_length", "beam_size", "scst_images"):
@@ -133,6 +137,8 @@ class TrainConfig:
         for name in ("learning_rate", "scst_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 <= self.weight_average_decay < 1.0:
+            raise ValueError(f"TrainConfig.weight_average_decay must be in [0, 1), got {self.weight_average_decay!r}")
         if self.scst_epochs < 0:
             raise ValueError(f"TrainConfig.scst_epochs must be >= 0, got {self.scst_epochs!r}")
         if self.scst_samples < 2:

@@ -68,20 +68,41 @@ def test_overrides_parse_types_and_refuse_unknown_names():
             parse_overrides([bad], {"model": model, "train": train, "data": data})
 
 
+def _averaged(workdir: str, epoch: int) -> list[np.ndarray]:
+    """The weight average kept by the optimizer in epoch checkpoint `epoch` of a work dir."""
+    from sat_tf.training.weight_average import averaged_weights
+
+    experiment = wd.load_experiment(workdir)
+    model = trainer.build_model(experiment.model_config, experiment.train_config)
+    wd.checkpoint_for(model, model.optimizer).restore(
+        os.path.join(workdir, wd.CHECKPOINTS, f"ckpt-{epoch}")).expect_partial()
+    with averaged_weights(model):
+        return [v.numpy().copy() for v in model.weights]
+
+
 def test_resume_after_a_crash_gives_the_same_weights_as_an_uninterrupted_run(features_dir, tmp_path, monkeypatch):
+    """With a weight average (train.weight_average_decay): it resumes too, and best/ holds it while the epoch
+    checkpoints hold the raw weights."""
+    configs = _tiny(features_dir, weight_average_decay=0.8, keep_checkpoints=3)
     straight = str(tmp_path / "straight")
-    result = trainer.train(straight, *_tiny(features_dir), verbose=0, final_evaluation=False, tensorboard=False)
+    result = trainer.train(straight, *configs, verbose=0, final_evaluation=False, tensorboard=False)
     assert result.epochs_done == 3
 
     crashed = str(tmp_path / "crashed")
-    _run_killed_after_epoch(monkeypatch, 1, crashed, *_tiny(features_dir))
+    _run_killed_after_epoch(monkeypatch, 1, crashed, *configs)
     assert tf.train.latest_checkpoint(os.path.join(crashed, "checkpoints")).endswith("ckpt-1")
     lines = []
-    resumed = trainer.train(crashed, *_tiny(features_dir), verbose=0, final_evaluation=False, tensorboard=False,
+    resumed = trainer.train(crashed, *configs, verbose=0, final_evaluation=False, tensorboard=False,
                             log=lines.append)
     assert resumed.epochs_done == 2 and any("resuming from" in line for line in lines)
-    for a, b in zip(_weights(straight), _weights(crashed)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for which in ("latest", "best"):
+        for a, b in zip(_weights(straight, which), _weights(crashed, which)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=which)
+    raw, average = _weights(straight, "latest"), _averaged(straight, 3)
+    assert any(np.abs(a - w).max() > 1e-4 for a, w in zip(average, raw))
+    best = int(wd.find_checkpoint(straight, "best").rsplit("-", 1)[1])
+    for got, want in zip(_weights(straight, "best"), _averaged(straight, best)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(features_dir, tmp_path, monkeypatch):

@@ -61,6 +61,7 @@ import tensorflow as tf
 from sat_tf import workdir as wd
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig
 from sat_tf.files import write_json_atomic
+from sat_tf.training.weight_average import averaged_weights, optimizer_options
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -273,7 +274,8 @@ class DistributedTrainer:
             with strategy.scope():
                 self.model = wd.build_captioner(model_config, seed=train_config.seed)
                 # Clipping happens on the all-reduced gradient in the replica step, not in the optimizer.
-                self.optimizer = SummedGradientsAdam(learning_rate=train_config.learning_rate)
+                self.optimizer = SummedGradientsAdam(learning_rate=train_config.learning_rate,
+                                                     **optimizer_options(train_config))
                 self.optimizer.build(self.model.trainable_variables)
         finally:
             keras.config.set_dtype_policy(previous_policy)
@@ -540,21 +542,25 @@ class _DevScoring(LoopCallback):
         from sat_tf.training.trainer import EPOCH_METRICS
 
         exp, cfg, progress = self.experiment, self.experiment.train_config, self.progress
-        result = evaluate(self.trainer.model, exp.vocabulary, exp.features_dir, split=exp.data_config.eval_split,
-                          beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
-                          suppress_unk=cfg.suppress_unk, limit=exp.data_config.eval_images,
-                          metrics=EPOCH_METRICS, scene_objects=self.scene_objects, verify="size")
-        bleu4 = result.scores["BLEU-4"]
-        improved = bleu4 > float(progress["best_bleu4"].numpy())
+        # Scored and kept as the best: the weight average, where the optimizer keeps one.
+        with averaged_weights(self.trainer.model, self.trainer.optimizer):
+            result = evaluate(self.trainer.model, exp.vocabulary, exp.features_dir,
+                              split=exp.data_config.eval_split, beam_size=cfg.beam_size, max_length=cfg.max_length,
+                              length_penalty=cfg.length_penalty, suppress_unk=cfg.suppress_unk,
+                              limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
+                              scene_objects=self.scene_objects, verify="size")
+            bleu4 = result.scores["BLEU-4"]
+            improved = bleu4 > float(progress["best_bleu4"].numpy())
+            if improved:
+                if self.best_manager is None:
+                    self.best_manager = tf.train.CheckpointManager(wd.checkpoint_for(self.trainer.model),
+                                                                   exp.path(wd.BEST), max_to_keep=1)
+                self.best_manager.save(checkpoint_number=epoch + 1)
+                wd.save_experiment(exp.path(wd.BEST), exp.model_config, exp.train_config, exp.data_config)
         if improved:
             progress["best_bleu4"].assign(bleu4)
             progress["best_epoch"].assign(epoch + 1)
             progress["bad_epochs"].assign(0)
-            if self.best_manager is None:
-                self.best_manager = tf.train.CheckpointManager(wd.checkpoint_for(self.trainer.model),
-                                                               exp.path(wd.BEST), max_to_keep=1)
-            self.best_manager.save(checkpoint_number=epoch + 1)
-            wd.save_experiment(exp.path(wd.BEST), exp.model_config, exp.train_config, exp.data_config)
         else:
             progress["bad_epochs"].assign_add(1)
         extra: dict[str, Any] = {"eval_seconds": round(result.seconds, 1)}

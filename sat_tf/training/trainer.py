@@ -43,6 +43,7 @@ from sat_tf.files import write_json_atomic
 from sat_tf.pipelines.dataset import steps_per_epoch, training_dataset
 from sat_tf.pipelines.prepare import prepare_features, scenes_dir
 from sat_tf.text.vocabulary import Vocabulary
+from sat_tf.training.weight_average import averaged_weights, optimizer_options
 
 EPOCH_METRICS = ("bleu", "rouge", "cider")  # METEOR (a java process, slowest) only in the final evaluation
 
@@ -158,13 +159,18 @@ class _EpochEnd(keras.callbacks.Callback):
             return  # the broken epoch is not saved: the latest checkpoint stays the last good one
         exp, cfg = self.experiment, self.experiment.train_config
         train_seconds = time.perf_counter() - self.epoch_start
-        result = evaluate(self.model, exp.vocabulary, self.features_dir, split=exp.data_config.eval_split,
-                          beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
-                          suppress_unk=cfg.suppress_unk,
-                          limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
-                          scene_objects=self.scene_objects, verify="size")
-        bleu4 = result.scores["BLEU-4"]
-        improved = bleu4 > float(self.progress.best_bleu4)
+        with averaged_weights(self.model):  # scored and kept as the best: the weight average, where kept
+            result = evaluate(self.model, exp.vocabulary, self.features_dir, split=exp.data_config.eval_split,
+                              beam_size=cfg.beam_size, max_length=cfg.max_length,
+                              length_penalty=cfg.length_penalty, suppress_unk=cfg.suppress_unk,
+                              limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
+                              scene_objects=self.scene_objects, verify="size")
+            bleu4 = result.scores["BLEU-4"]
+            improved = bleu4 > float(self.progress.best_bleu4)
+            if improved:
+                self.best_manager.save(checkpoint_number=epoch + 1)
+                wd.save_experiment(os.path.join(exp.workdir, wd.BEST), exp.model_config, exp.train_config,
+                                   exp.data_config)
         if improved:
             self.progress.best_bleu4.assign(bleu4)
             self.progress.best_epoch.assign(epoch + 1)
@@ -180,11 +186,7 @@ class _EpochEnd(keras.callbacks.Callback):
         if result.grounding is not None:
             record["dev_grounding"] = result.grounding.rate
         self.history.append(record)
-        if improved:
-            self.best_manager.save(checkpoint_number=epoch + 1)
-            wd.save_experiment(os.path.join(exp.workdir, wd.BEST), exp.model_config, exp.train_config,
-                               exp.data_config)
-        self.manager.save(checkpoint_number=epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)  # the raw weights, to resume from
         _append_history(os.path.join(exp.workdir, wd.HISTORY), record)
         self._tensorboard(epoch + 1, result, logs or {})
         samples = "\n".join(f"    {d.image_id}: {d.caption!r}   (ref: {d.references[0]!r})" for d in result.decoded[:3])
@@ -254,8 +256,8 @@ def build_model(model_config: ModelConfig, train_config: TrainConfig) -> keras.M
     # Set either way: Keras' policy is global, so an earlier mixed-precision build must not leak into this one.
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if train_config.mixed_precision else "float32")
     model = wd.build_captioner(model_config, seed=train_config.seed)
-    optimizer = keras.optimizers.Adam(train_config.learning_rate,
-                                      global_clipnorm=train_config.clip_norm or None)
+    optimizer = keras.optimizers.Adam(train_config.learning_rate, global_clipnorm=train_config.clip_norm or None,
+                                      **optimizer_options(train_config))
     model.compile(optimizer=optimizer, jit_compile=train_config.jit_compile)
     optimizer.build(model.trainable_variables)
     return model

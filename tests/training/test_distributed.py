@@ -231,10 +231,12 @@ def test_loss_terms_with_global_counts_add_up_to_the_whole_batch(updates):
 def test_mirrored_over_two_cpus_gives_the_weights_of_the_default_strategy(jobs, tmp_path):
     """Soft and hard attention, each in its own process (two logical CPUs, so two replicas): default strategy,
     then MirroredStrategy, on the same global batches and seed. Hard attention uses a partial last batch, so the
-    second replica gets an empty batch once. (One MirroredStrategy per process: a second one in the same process
+    second replica gets an empty batch once. Soft attention also keeps a weight average (its averages are
+    optimizer variables, compared below). (One MirroredStrategy per process: a second one in the same process
     reuses the first one's collective instance keys and its all-reduces fail with shape mismatches.)"""
     for attention, uneven in (("soft", False), ("hard", True)):
         runs = [{"attention": attention, "strategy": name, "uneven": uneven,
+                 "weight_average_decay": 0.5 if attention == "soft" else 0.0,
                  "workdir": str(tmp_path / f"{attention}_{name}"), "out": str(tmp_path / f"{attention}_{name}.npz")}
                 for name in ("default", "mirrored")]
         jobs.start(attention, {"logical_cpus": 2, "runs": runs})
@@ -244,6 +246,9 @@ def test_mirrored_over_two_cpus_gives_the_weights_of_the_default_strategy(jobs, 
         two = _load(tmp_path / f"{attention}_mirrored.npz")
         _assert_same_state(one, two, f"{attention}: mirrored vs default")
         assert int(two["o000"]) == 2 * harness.STEPS_PER_EPOCH  # optimizer iterations
+    # Adam keeps 2 moments per weight; with the average, a 3rd copy of every trainable weight.
+    soft, hard = _load(tmp_path / "soft_mirrored.npz"), _load(tmp_path / "hard_mirrored.npz")
+    assert sum(k.startswith("o") for k in soft) - 2 > 1.4 * (sum(k.startswith("o") for k in hard) - 2)
     # The hard run had both kinds of minibatch (expected context and sampled), so REINFORCE and the baseline
     # update were both exercised.
     assert 0 < _baseline_updates(_load(tmp_path / "hard_mirrored.npz")) < 2 * harness.STEPS_PER_EPOCH
