@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workdir", required=True, help="a training work dir")
     p.add_argument("--which", default="best", help="checkpoint: best, latest, or a checkpoint path prefix")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="DIR",
-                   help="more work dirs (same vocabulary and encoder) decoding with --workdir as one model: their "
+                   help="more work dirs (same vocabulary; any encoder) decoding with --workdir as one model: their "
                         "next-word distributions are averaged at every step")
     p.add_argument("--combine", choices=["probability", "log_probability"], default="probability",
                    help="ensemble: average the probabilities (default) or the log-probabilities (geometric mean)")

@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workdir", required=True)
     p.add_argument("--which", default="best", help="checkpoint: best, latest, or a checkpoint path prefix")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="DIR",
-                   help="more work dirs (same vocabulary and encoder) decoding with --workdir as one model: their "
+                   help="more work dirs (same vocabulary; any encoder) decoding with --workdir as one model: their "
                         "next-word distributions are averaged at every step")
     p.add_argument("--combine", choices=["probability", "log_probability"], default="probability",
                    help="ensemble: average the probabilities (default) or the log-probabilities (geometric mean)")
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         split = args.split or data.eval_split
         beam = args.beam_size or train.beam_size
         out = args.out or os.path.join(args.workdir, "eval")
-        result = evaluate(experiment.captioner, experiment.vocabulary, experiment.features_dir, split=split,
+        result = evaluate(experiment.captioner, experiment.vocabulary, experiment.input_features_dirs, split=split,
                           beam_size=beam, max_length=args.max_length or train.max_length, limit=args.limit,
                           length_penalty=train.length_penalty if args.length_penalty is None else args.length_penalty,
                           suppress_unk=not args.allow_unk, scene_objects=objects, out_dir=out)

@@ -11,6 +11,7 @@ Shapes: B images per batch, S decoded steps, L locations.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 
@@ -47,19 +48,31 @@ class Decoded:
     log_prob: float
 
 
-def decode_split(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str = "val", beam_size: int = 3,
+def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str = "val", beam_size: int = 3,
                  max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
                  suppress_unk: bool = True, verify: str = "sha256") -> list[Decoded]:
-    """Generates a caption for every image of `split` (the first `limit` images when limit > 0)."""
-    manifest = load_manifest(features_dir)
-    ds = evaluation_dataset(features_dir, batch_size, split=split, limit=limit, manifest=manifest,
-                            vocabulary_checksum=vocabulary.checksum(),
-                            # L may differ from training only if the encoder changed; D must match the model
-                            feature_shape=(manifest["feature_shape"][0], captioner.model_config.feature_dim),
-                            verify=verify)
+    """Generates a caption for every image of `split` (the first `limit` images when limit > 0).
+
+    `features_dir` is a feature directory, or for a multi-input CaptionEnsemble a list of them, one per input
+    (the same images in the same order, each from its own encoder)."""
+    dirs = [features_dir] if isinstance(features_dir, (str, os.PathLike)) else list(features_dir)
+    depths = captioner.input_feature_dims if len(dirs) > 1 else [captioner.model_config.feature_dim]
+    if len(depths) != len(dirs):
+        raise ValueError(f"{len(dirs)} feature directories for a captioner that reads {len(depths)} input(s)")
+    datasets = []
+    for directory, depth in zip(dirs, depths):
+        manifest = load_manifest(directory)
+        datasets.append(evaluation_dataset(
+            directory, batch_size, split=split, limit=limit, manifest=manifest,
+            vocabulary_checksum=vocabulary.checksum(),
+            # L may differ from training only if the encoder changed; D must match the model
+            feature_shape=(manifest["feature_shape"][0], depth), verify=verify))
     results: list[Decoded] = []
-    for batch in ds:
-        out = captioner.generate(batch["annotations"], beam_size=beam_size, max_length=max_length,
+    for batches in itertools.zip_longest(*datasets):
+        _check_same_images(batches, dirs, split)
+        batch = batches[0]
+        annotations = batch["annotations"] if len(dirs) == 1 else tuple(b["annotations"] for b in batches)
+        out = captioner.generate(annotations, beam_size=beam_size, max_length=max_length,
                                  length_penalty=length_penalty, suppress_unk=suppress_unk)
         tokens = out["tokens"].numpy()  # (B, S)
         alphas = out["alpha"].numpy()  # (B, S, L)
@@ -72,6 +85,18 @@ def decode_split(captioner, vocabulary: Vocabulary, features_dir: str, *, split:
                 words=caption.split(), alpha=alphas[i], location=None if locations is None else locations[i],
                 references=[c.decode() for c in batch["captions"][i].numpy() if c], log_prob=float(log_probs[i])))
     return results
+
+
+def _check_same_images(batches, dirs: list[str], split: str) -> None:
+    """Batches of several feature directories must hold the same images in the same order."""
+    first = batches[0]
+    for batch, directory in zip(batches[1:], dirs[1:]):
+        if batch is None or first is None:
+            shorter = directory if batch is None else dirs[0]
+            raise ValueError(f"{shorter} has fewer {split} images than the other feature directories {dirs}")
+        if not np.array_equal(batch["image_id"].numpy(), first["image_id"].numpy()):
+            raise ValueError(f"{directory} holds other {split} images, or the same in another order, than {dirs[0]}: "
+                             f"an ensemble's inputs must be features of the same images")
 
 
 @dataclasses.dataclass
@@ -118,7 +143,8 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
     Args:
         captioner: a Captioner or a CaptionEnsemble (`sat_tf.decoding.ensemble`).
         vocabulary: its Vocabulary.
-        features_dir: str. Feature shards (pipelines.extract).
+        features_dir: str. Feature shards (pipelines.extract); a list of them, one per input, for a multi-input
+            CaptionEnsemble.
         split, beam_size, max_length, batch_size, limit, length_penalty, suppress_unk: decoding settings (limit
             0 = every image; see `Captioner.generate` for the length penalty and <unk> suppression).
         scene_objects: dict image_id -> objects, for the attention-grounding rate (embedded scenes dataset).
@@ -137,8 +163,8 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         from sat_tf.metrics.grounding import grounding_rate
         from sat_tf.pipelines.sources.scenes import IMAGE_SIZE
 
-        manifest = load_manifest(features_dir)
-        grid = tuple(manifest["encoder"]["grid"])
+        first_dir = features_dir if isinstance(features_dir, (str, os.PathLike)) else features_dir[0]
+        grid = tuple(load_manifest(first_dir)["encoder"]["grid"])  # the grid of the attention maps (input 0)
         samples = [(d.words, d.alpha, scene_objects[d.image_id]) for d in decoded if d.image_id in scene_objects]
         grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
     result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start,

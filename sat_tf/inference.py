@@ -34,18 +34,23 @@ class ImageCaptioner:
     """Encoder + restored Captioner of a work dir, ready to caption files.
 
     Args:
-        experiment: from `sat_tf.workdir.load_captioner`.
+        experiment: from `sat_tf.workdir.load_captioner` (or `load_ensemble`: an ensemble over several encoders
+            gets one encoder per input, each image resized for each).
         weights: encoder weights ("imagenet" as at extraction; None only for tests with random features).
     """
 
     def __init__(self, experiment: Experiment, weights: str | None = "imagenet"):
         from sat_tf.models.encoder import build_encoder, encoder_spec
 
-        data = experiment.data_config
         self.experiment = experiment
-        self.spec = encoder_spec(data.encoder, data.encoder_layer or None, weights or "random", data.image_size)
-        self.encoder = build_encoder(data.encoder, data.encoder_layer or None, weights=weights,
-                                     image_size=data.image_size)
+        self.specs, self.encoders = [], []
+        for source in experiment.inputs or [experiment]:
+            data = source.data_config
+            self.specs.append(encoder_spec(data.encoder, data.encoder_layer or None, weights or "random",
+                                           data.image_size))
+            self.encoders.append(build_encoder(data.encoder, data.encoder_layer or None, weights=weights,
+                                               image_size=data.image_size))
+        self.spec, self.encoder = self.specs[0], self.encoders[0]  # input 0: the grid of the attention maps
 
     def caption(self, paths: Sequence[str], beam_size: int = 3, max_length: int | None = None,
                 batch_size: int = 16) -> list[Captioned]:
@@ -53,21 +58,21 @@ class ImageCaptioner:
         cfg = self.experiment.train_config
         max_length = max_length or cfg.max_length
         results = [Captioned(path=str(p)) for p in paths]
-        good: list[tuple[int, np.ndarray]] = []
+        good: list[tuple[int, list[np.ndarray]]] = []
         for i, path in enumerate(paths):
             try:
-                good.append((i, load_and_resize(path, self.spec.image_size)))  # (S, S, 3)
+                good.append((i, [load_and_resize(path, spec.image_size) for spec in self.specs]))  # (S, S, 3) each
             except ImageError as e:
                 results[i].error = e.reason
         vocabulary = self.experiment.vocabulary
         for start in range(0, len(good), batch_size):
             chunk = good[start:start + batch_size]
-            pixels = np.stack([image for _, image in chunk])  # (B, S, S, 3)
-            annotations = self.encoder(pixels, training=False)  # (B, L, D)
+            annotations = [encoder(np.stack([images[k] for _, images in chunk]), training=False)  # (B, L, D)
+                           for k, encoder in enumerate(self.encoders)]
             train = self.experiment.train_config
-            out = self.experiment.captioner.generate(annotations, beam_size=beam_size, max_length=max_length,
-                                                     length_penalty=train.length_penalty,
-                                                     suppress_unk=train.suppress_unk)
+            out = self.experiment.captioner.generate(
+                annotations[0] if len(annotations) == 1 else tuple(annotations), beam_size=beam_size,
+                max_length=max_length, length_penalty=train.length_penalty, suppress_unk=train.suppress_unk)
             tokens, alphas = out["tokens"].numpy(), out["alpha"].numpy()  # (B, T), (B, T, L)
             locations = out["location"].numpy() if "location" in out else None
             for row, (i, _) in enumerate(chunk):

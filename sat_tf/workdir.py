@@ -45,6 +45,8 @@ class Experiment:
         vocabulary: Vocabulary or None (None before the vocabulary is built).
         captioner: Captioner or None (set by `load_captioner`).
         checkpoint_path: str or None. The checkpoint the weights came from.
+        inputs: list of Experiment or None. For an ensemble over several encoders (`load_ensemble`), a member
+            Experiment per input, saying where its features are and which encoder computes them.
     """
 
     workdir: str
@@ -54,6 +56,12 @@ class Experiment:
     vocabulary: Vocabulary | None = None
     captioner: Captioner | None = None
     checkpoint_path: str | None = None
+    inputs: list["Experiment"] | None = None
+
+    @property
+    def input_features_dirs(self):
+        """The feature directory the captioner reads: one str, or for a multi-input ensemble one per input."""
+        return [e.features_dir for e in self.inputs] if self.inputs else self.features_dir
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)
@@ -154,10 +162,13 @@ def load_ensemble(workdirs: Sequence[str], which: str = "best", hard_inference: 
                   combine: str = "probability") -> Experiment:
     """Restores several work dirs' models as one `CaptionEnsemble` (`sat_tf.decoding.ensemble`).
 
-    The first work dir's Experiment is returned with `captioner` set to the ensemble (its features, configs and
-    vocabulary are the ensemble's; `checkpoint_path` lists every member's checkpoint, comma-separated). Every
-    member must have the same vocabulary file and the same encoder, feature layer and image size, since they read
-    one set of annotations and emit one vocabulary's ids. `hard_inference` applies to the hard members only.
+    Every member must have the same vocabulary file. Members trained on the same encoder, feature layer and image
+    size read one set of annotations; if there are several such encoders, the ensemble reads one input per
+    encoder (in the order they first appear) and the returned Experiment's `inputs` lists, per input, the
+    Experiment of its first member (whose `features_dir` and `data_config` say where that input's features are
+    and how to compute them). The first work dir's Experiment is returned with `captioner` set to the ensemble
+    and `checkpoint_path` listing every member's checkpoint, comma-separated. `hard_inference` applies to the
+    hard members only.
     """
     workdirs = list(workdirs)
     if not workdirs:
@@ -169,18 +180,22 @@ def load_ensemble(workdirs: Sequence[str], which: str = "best", hard_inference: 
         member_mode = hard_inference if load_experiment(workdir).model_config.attention == "hard" else None
         experiments.append(load_captioner(workdir, which, hard_inference=member_mode))
     first = experiments[0]
-    for other in experiments[1:]:
+    groups: list[tuple] = []  # (encoder, encoder_layer, image_size) of each input
+    inputs = []
+    for other in experiments:
         if other.vocabulary.checksum() != first.vocabulary.checksum():
             raise ValueError(f"{os.path.join(other.workdir, VOCAB)} differs from {os.path.join(first.workdir, VOCAB)}: "
                              f"ensemble members must share one vocabulary")
-        for field in ("encoder", "encoder_layer", "image_size"):
-            if getattr(other.data_config, field) != getattr(first.data_config, field):
-                raise ValueError(f"{other.workdir} was trained on data.{field}={getattr(other.data_config, field)!r} "
-                                 f"but {first.workdir} on {getattr(first.data_config, field)!r}: ensemble members "
-                                 f"must read the same features")
+        data = other.data_config
+        key = (data.encoder, data.encoder_layer, data.image_size)
+        if key not in groups:
+            groups.append(key)
+        inputs.append(groups.index(key))
     from sat_tf.decoding.ensemble import CaptionEnsemble
 
     ensemble = CaptionEnsemble([e.captioner for e in experiments], combine=combine,
-                               names=[e.checkpoint_path for e in experiments])
-    return dataclasses.replace(first, captioner=ensemble,
-                               checkpoint_path=",".join(e.checkpoint_path for e in experiments))
+                               names=[e.checkpoint_path for e in experiments],
+                               inputs=inputs if len(groups) > 1 else None)
+    return dataclasses.replace(
+        first, captioner=ensemble, checkpoint_path=",".join(e.checkpoint_path for e in experiments),
+        inputs=[experiments[inputs.index(i)] for i in range(len(groups))] if len(groups) > 1 else None)

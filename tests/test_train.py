@@ -297,3 +297,39 @@ def test_evaluate_and_caption_an_ensemble_of_work_dirs(features_dir, hard_workdi
                        dataclasses.replace(experiment.data_config, image_size=experiment.data_config.image_size + 32))
     with pytest.raises(ValueError, match="data.image_size"):
         wd.load_ensemble([hard_workdir, other])
+
+
+def test_an_ensemble_over_two_encoders_reads_each_members_own_features(features_dir, hard_workdir, tmp_path,
+                                                                       capsys):
+    """A member whose encoder differs (here the same network at another image size, so another grid L) reads its
+    own feature directory at evaluation and its own encoder's annotations when captioning files."""
+    import shutil
+
+    from sat_tf.caption import main as caption_main
+    from sat_tf.evaluate import main as evaluate_main
+    from sat_tf.pipelines.prepare import prepare_features
+
+    experiment = wd.load_experiment(hard_workdir)
+    other_features = str(tmp_path / "features_160")
+    data = dataclasses.replace(experiment.data_config, image_size=160, features_dir=other_features)
+    prepare_features(data, other_features, progress=False)
+    other = str(tmp_path / "other")
+    shutil.copytree(hard_workdir, other)
+    wd.save_experiment(other, experiment.model_config, experiment.train_config, data)
+
+    ensemble = wd.load_ensemble([hard_workdir, other])
+    assert ensemble.captioner.inputs == [0, 1]
+    assert ensemble.input_features_dirs == [experiment.features_dir, other_features]
+    out = str(tmp_path / "eval")
+    assert evaluate_main(["--workdir", hard_workdir, "--ensemble", other, "--limit", "6", "--beam-size", "2",
+                          "--out", out]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics_val.json")))
+    assert [m["input"] for m in metrics["decoding"]["ensemble"]["members"]] == [0, 1]
+    assert len(json.load(open(os.path.join(out, "captions_val.json")))) == 6
+
+    image = os.path.join(features_dir, "scenes", "images", "val_00000.png")
+    figure = str(tmp_path / "two_encoders.png")
+    capsys.readouterr()
+    assert caption_main(["--workdir", hard_workdir, "--ensemble", other, "--beam-size", "2",
+                         "--attention-map", figure, image]) == 0
+    assert image in capsys.readouterr().out and os.path.exists(figure)

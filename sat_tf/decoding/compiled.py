@@ -12,7 +12,8 @@ import tensorflow as tf
 
 def generate(decode: Callable, cache: dict, annotations, beam_size: int = 1, max_length: int = 20,
              length_penalty: float = 0.0, return_all_beams: bool = False, suppress_unk: bool = True):
-    """Runs `decode(annotations, beam_size=, max_length=, length_penalty=, suppress_unk=)` as a `tf.function`
+    """Runs `decode(annotations, beam_size=, max_length=, length_penalty=, suppress_unk=)` (annotations: (B, L, D)
+    or a tuple of such tensors) as a `tf.function`
     traced once per (beam_size, max_length, length_penalty, suppress_unk) and kept in `cache`.
 
     Returns decode's dict (`tokens` (B, S), `lengths` (B,), `log_probs` (B,), `scores` (B,), records such as
@@ -24,7 +25,7 @@ def generate(decode: Callable, cache: dict, annotations, beam_size: int = 1, max
         cache[key] = tf.function(
             lambda a: decode(a, beam_size=key[0], max_length=key[1], length_penalty=key[2], suppress_unk=key[3]),
             reduce_retracing=True)
-    out = cache[key](tf.convert_to_tensor(annotations))
+    out = cache[key](tf.nest.map_structure(tf.convert_to_tensor, annotations))
     if beam_size > 1 and not return_all_beams:
         out = {name: value[:, 0] for name, value in out.items()}
     return out

@@ -9,6 +9,7 @@ from sat_tf.decoding.ensemble import CaptionEnsemble
 from sat_tf.models.captioner import Captioner
 
 V, D, L, B, K, S = 30, 8, 5, 3, 3, 7
+D2, L2 = 6, 9  # a second encoder's annotations
 
 
 def _model(seed, attention="soft", **kw):
@@ -91,8 +92,14 @@ def test_beam_scores_are_the_ensemble_probability_of_the_caption_it_returns():
 def test_members_must_share_vocabulary_and_features():
     with pytest.raises(ValueError, match="member b has model.vocab_size=31"):
         CaptionEnsemble([_model(1), _model(2, vocab_size=V + 1)], names=["a", "b"])
-    with pytest.raises(ValueError, match="model.feature_dim"):
+    with pytest.raises(ValueError, match="model.feature_dim=9 but reads input 0"):
         CaptionEnsemble([_model(1), _model(2, feature_dim=D + 1)])
+    with pytest.raises(ValueError, match="model.feature_dim=9 but reads input 1"):
+        CaptionEnsemble([_model(1), _model(2, feature_dim=D2), _model(3, feature_dim=D + 1)], inputs=[0, 1, 1])
+    with pytest.raises(ValueError, match="each used"):
+        CaptionEnsemble([_model(1), _model(2)], inputs=[0, 2])
+    with pytest.raises(ValueError, match="reads 2 inputs"):
+        CaptionEnsemble([_model(1), _model(2, feature_dim=D2)], inputs=[0, 1]).generate(_annotations())
     with pytest.raises(ValueError, match="combine must be one of"):
         CaptionEnsemble([_model(1)], combine="vote")
     with pytest.raises(ValueError, match="at least one"):
@@ -104,3 +111,47 @@ def test_describe_names_the_members_and_how_they_decode():
     info = CaptionEnsemble([_model(1), hard], names=["s", "h"], combine="log_probability").describe()
     assert info == {"combine": "log_probability", "members": [
         {"name": "s", "attention": "soft"}, {"name": "h", "attention": "hard", "hard_inference": "argmax"}]}
+    two = CaptionEnsemble([_model(1), _model(2, feature_dim=D2)], names=["a", "b"], inputs=[0, 1]).describe()
+    assert [m["input"] for m in two["members"]] == [0, 1]
+
+
+def test_members_may_read_the_annotations_of_different_encoders():
+    """inputs=[0, 1, 0]: members 0 and 2 read (B, L, D) annotations, member 1 (B, L2, D2) ones of the same
+    images; the combined step is the members' own steps on their own inputs, and beam scores re-score."""
+    members = [_model(1), _model(2, feature_dim=D2, attention="hard"), _model(3)]
+    ensemble = CaptionEnsemble(members, inputs=[0, 1, 0])
+    assert ensemble.input_feature_dims == [D, D2]
+    first = _annotations()
+    second = np.random.RandomState(9).randn(B, L2, D2).astype("float32")
+    per_member = [_first_step(m, a) for m, a in zip(members, (first, second, first))]
+    state, step_fn = ensemble.decode_step_fn((first, second), beam_size=1)
+    got, _, records = step_fn(tf.fill([B], 1), state, tf.constant(0))
+    log_probs = np.stack([lp for lp, _ in per_member]).astype("float64")
+    top = log_probs.max(axis=0)
+    allowed = log_probs[0] > -1e8
+    want = top + np.log(np.exp(log_probs - top).mean(axis=0))
+    np.testing.assert_allclose(got.numpy()[allowed], want[allowed], rtol=1e-5, atol=1e-5)
+    # the attention record averages the maps over input 0's grid only
+    np.testing.assert_allclose(records["alpha"], (per_member[0][1] + per_member[2][1]) / 2, rtol=1e-6, atol=1e-6)
+
+    out = ensemble.generate((first, second), beam_size=K, max_length=S)
+    assert out["tokens"].shape == (B, S) and out["alpha"].shape == (B, S, L)
+    state, step_fn = ensemble.decode_step_fn((first, second), beam_size=1)
+    token, total = tf.fill([B], 1), np.zeros(B)
+    tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
+    for t in range(S):
+        step_log_probs, state, _ = step_fn(token, state, tf.constant(t))
+        total += np.where(t < lengths, step_log_probs.numpy()[np.arange(B), tokens[:, t]], 0.0)
+        token = tf.constant(tokens[:, t])
+    np.testing.assert_allclose(total, out["log_probs"], rtol=1e-4, atol=1e-4)
+
+
+def test_inputs_from_several_feature_directories_must_list_the_same_images():
+    from sat_tf.evaluation import _check_same_images
+
+    ids = {"image_id": tf.constant([b"a", b"b"])}
+    _check_same_images((ids, {"image_id": tf.constant([b"a", b"b"])}), ["x", "y"], "val")
+    with pytest.raises(ValueError, match="y holds other val images, or the same in another order, than x"):
+        _check_same_images((ids, {"image_id": tf.constant([b"b", b"a"])}), ["x", "y"], "val")
+    with pytest.raises(ValueError, match="y has fewer val images"):
+        _check_same_images((ids, None), ["x", "y"], "val")
