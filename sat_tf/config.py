@@ -15,6 +15,7 @@ from typing import Any, Literal
 ATTENTION_KINDS = ("soft", "hard")
 GATE_KINDS = ("scalar", "channel", "none")
 HARD_INFERENCE_KINDS = ("expected", "argmax", "sample")
+REINFORCE_BASELINES = ("moving_average", "expected_context")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,12 @@ class ModelConfig:
             v a moving average (same decay) of its square: the variance normalisation of Mnih & Gregor 2014
             ("Neural Variational Inference and Learning in Belief Networks", sec. 3.3), the paper's source for the
             baseline. Off reproduces the paper's eq. 12 exactly.
+        reinforce_baseline: str. What the REINFORCE learning signal log p(y|s,a) is compared with: "moving_average"
+            (the paper: b, the moving average above) or "expected_context": r(a, y) + b, r the log-likelihood of the
+            same caption with the expected context at every step (no dropout, no gradient; one extra forward pass
+            on sampled minibatches) and b the moving average of the residual log p(y|s,a) - r. r depends on the
+            image and the caption but not on the sampled locations, so the estimate stays unbiased, and it removes
+            what makes one caption likelier than another (length, rare words), which a single b cannot.
         expected_context_prob: float. Probability that a training minibatch uses the expected (soft) context
             instead of a sampled location (paper sec. 4.1: 0.5). Drawn once per minibatch, as the authors' code did.
         hard_inference: str. How hard attention picks z_t when not training: "expected" (the soft context, what the
@@ -59,6 +66,7 @@ class ModelConfig:
     entropy_weight: float = 0.002
     baseline_decay: float = 0.9
     advantage_normalization: bool = False
+    reinforce_baseline: Literal["moving_average", "expected_context"] = "moving_average"
     expected_context_prob: float = 0.5
     hard_inference: Literal["expected", "argmax", "sample"] = "expected"
     pad_id: int = 0
@@ -70,6 +78,7 @@ class ModelConfig:
         _check_choice("attention", self.attention, ATTENTION_KINDS)
         _check_choice("gate", self.gate, GATE_KINDS)
         _check_choice("hard_inference", self.hard_inference, HARD_INFERENCE_KINDS)
+        _check_choice("reinforce_baseline", self.reinforce_baseline, REINFORCE_BASELINES)
         for name in ("vocab_size", "feature_dim", "embedding_dim", "units", "attention_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {getattr(self, name)!r}")

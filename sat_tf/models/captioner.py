@@ -9,7 +9,9 @@ contributes nothing and `xent` is the usual per-token cross-entropy):
     alpha_reg = lambda * mean_{b,i} (1 - sum_t alpha_bti)^2      the doubly stochastic penalty (eq. 14), averaged
                 over locations instead of summed so that lambda = 1 suits a per-token cross-entropy
     hard only (eq. 11-12), with R_b = log p(y_b | s_b, a) = sum_t log p(y_bt) and b the moving-average baseline:
-    reinforce = -lambda_r * sum_b stop_grad(R_b - b) / c * log p(s_b | a) / N
+    reinforce = -lambda_r * sum_b stop_grad(R_b - r_b - b) / c * log p(s_b | a) / N
+    r_b = 0 (the paper), or with `reinforce_baseline="expected_context"` the log-likelihood of caption b with the
+    expected context at every step (no dropout, no gradient); b is then the moving average of R_b - r_b
     c = 1, or with `advantage_normalization` max(1, sqrt(v)), v the moving average of mean_b (R_b - b)^2 before
     this minibatch (NVIL's variance normalisation; a positive per-step scale, so the estimate stays unbiased
     up to that scale)
@@ -45,7 +47,7 @@ class Captioner(keras.Model):
     Args:
         vocab_size, feature_dim, embedding_dim, units, attention_dim, attention, gate, dropout,
         alpha_regularization, reinforce_weight, entropy_weight, baseline_decay, advantage_normalization,
-        expected_context_prob, hard_inference, pad_id, start_id, end_id, unk_id: see `sat_tf.config.ModelConfig`.
+        reinforce_baseline, expected_context_prob, hard_inference, pad_id, start_id, end_id, unk_id: see `sat_tf.config.ModelConfig`.
         seed: int or None. Seeds dropout, hard-attention sampling and the expected-context coin.
         unroll_steps: int. Teacher forcing of captions with up to this many steps runs as an unrolled graph
             (much faster on CPU, see benchmarks/README.md); 0 uses a tf.while_loop for any length. Captions with
@@ -56,7 +58,7 @@ class Captioner(keras.Model):
                  attention_dim: int = 512, attention: str = "soft", gate: str = "scalar", dropout: float = 0.5,
                  alpha_regularization: float = 1.0, reinforce_weight: float = 1.0, entropy_weight: float = 0.002,
                  baseline_decay: float = 0.9, advantage_normalization: bool = False,
-                 expected_context_prob: float = 0.5, hard_inference: str = "expected",
+                 reinforce_baseline: str = "moving_average", expected_context_prob: float = 0.5, hard_inference: str = "expected",
                  pad_id: int = 0, start_id: int = 1, end_id: int = 2, unk_id: int = 3, seed: int | None = None,
                  unroll_steps: int = 32, **kwargs):
         super().__init__(**kwargs)
@@ -66,7 +68,8 @@ class Captioner(keras.Model):
             attention_dim=attention_dim, attention=attention, gate=gate, dropout=dropout,
             alpha_regularization=alpha_regularization, reinforce_weight=reinforce_weight,
             entropy_weight=entropy_weight, baseline_decay=baseline_decay,
-            advantage_normalization=bool(advantage_normalization), expected_context_prob=expected_context_prob,
+            advantage_normalization=bool(advantage_normalization), reinforce_baseline=reinforce_baseline,
+            expected_context_prob=expected_context_prob,
             hard_inference=hard_inference, pad_id=pad_id, start_id=start_id, end_id=end_id, unk_id=unk_id)
         self.seed = seed
         self.unroll_steps = int(unroll_steps)
@@ -108,7 +111,7 @@ class Captioner(keras.Model):
     # -- teacher forcing ------------------------------------------------------------------------------------
 
     def teacher_forcing(self, annotations, tokens, training=False, seed=None, use_expected=None, locations=None,
-                        sample_rows=None):
+                        sample_rows=None, hard_mode=None):
         """Runs the decoder over a known caption.
 
         Args:
@@ -124,6 +127,8 @@ class Captioner(keras.Model):
                 Gumbel-max from noise generated for the whole (total, L) batch, so a global batch split across
                 replicas (`sat_tf.training.distributed`) samples exactly what one process would sample on all of
                 it. Costs one extra attention pass per step; None keeps the per-batch sampler.
+            hard_mode: optional str, hard attention: how z_t is chosen ("expected", "argmax", "sample"), instead
+                of sampling in training and `hard_inference` otherwise.
 
         Returns:
             dict: `logits` (B, T, V) float32, `alpha` (B, T, L), `targets` (B, T), `mask` (B, T) float32, and for
@@ -142,7 +147,7 @@ class Captioner(keras.Model):
 
         mode = "expected"
         if self.is_hard:
-            mode = "sample" if training else self.model_config.hard_inference
+            mode = hard_mode or ("sample" if training else self.model_config.hard_inference)
             if locations is not None:
                 mode = "given"
             if seed is None and mode == "sample":
@@ -247,7 +252,7 @@ class Captioner(keras.Model):
 
     # -- losses ---------------------------------------------------------------------------------------------
 
-    def loss_terms(self, out, sampled=False, num_tokens=None, num_captions=None, batch_mean=None):
+    def loss_terms(self, out, sampled=False, num_tokens=None, num_captions=None, batch_mean=None, reference=None):
         """Every loss term of the module docstring from `teacher_forcing` outputs.
 
         Args:
@@ -262,6 +267,7 @@ class Captioner(keras.Model):
             With the three set to global-batch values, the terms of one replica are its share: summed over
             replicas they are the single-process terms of the global batch (`perplexity` and `baseline` excepted:
             take exp of the summed xent; the baseline is the same on every replica). None: this batch's own.
+            reference: optional (B,) float, r_b of the module docstring (`reinforce_reference`); None: r_b = 0.
         """
         cfg = self.model_config
         mask = out["mask"]  # (B, T)
@@ -286,10 +292,13 @@ class Captioner(keras.Model):
             sampled = tf.convert_to_tensor(sampled, tf.bool)
             log_p_y = tf.reduce_sum(token_log_p, axis=1)  # (B,) R_b = log p(y_b | s_b, a)
             log_p_s = tf.reduce_sum(out["log_prob"] * mask, axis=1)  # (B,) log p(s_b | a)
+            signal = tf.stop_gradient(log_p_y)  # (B,) R_b, or R_b - r_b
+            if reference is not None:
+                signal -= tf.stop_gradient(tf.cast(reference, signal.dtype))
             # The first sampled minibatch starts the average at its own mean instead of at 0.
-            mean_log_p_y = batch_mean(tf.stop_gradient(log_p_y))
+            mean_log_p_y = batch_mean(signal)
             b = tf.where(self.baseline_updates > 0, self.baseline, mean_log_p_y)
-            advantage = tf.stop_gradient(log_p_y - b)  # (B,)
+            advantage = signal - b  # (B,)
             if self.advantage_variance is not None:
                 mean_square = batch_mean(tf.square(advantage))
                 v = tf.where(self.baseline_updates > 0, self.advantage_variance, mean_square)
@@ -315,9 +324,11 @@ class Captioner(keras.Model):
             coin_seed, seed = tf.unstack(tf.random.experimental.stateless_split(
                 tf.cast(self.seed_generator.next(), tf.int32), 2))
             use_expected = self.cell.attention.draw_expected_coin(coin_seed)
+        sampled = False if use_expected is None else tf.logical_not(use_expected)
+        reference = self.reinforce_reference(annotations, tokens, sampled)
         with tf.GradientTape() as tape:
             out = self.teacher_forcing(annotations, tokens, training=True, seed=seed, use_expected=use_expected)
-            terms = self.loss_terms(out, sampled=False if use_expected is None else tf.logical_not(use_expected))
+            terms = self.loss_terms(out, sampled=sampled, reference=reference)
             loss = terms["loss"]
             if self.optimizer is not None and hasattr(self.optimizer, "scale_loss"):
                 loss = self.optimizer.scale_loss(loss)
@@ -327,6 +338,21 @@ class Captioner(keras.Model):
         if self.is_hard:
             self.update_baseline(terms, tf.logical_not(use_expected))
         return self._report(terms)
+
+    def reinforce_reference(self, annotations, tokens, sampled):
+        """r_b of the module docstring: (B,) float32 log p(y_b | a, expected context) without dropout or gradient,
+        computed only when `sampled` (zeros otherwise: the REINFORCE term is off then); None unless hard attention
+        with `reinforce_baseline="expected_context"`."""
+        if not self.is_hard or self.model_config.reinforce_baseline != "expected_context":
+            return None
+
+        def log_likelihood():
+            out = self.teacher_forcing(annotations, tokens, training=False, hard_mode="expected")
+            token_log_p = -tf.nn.sparse_softmax_cross_entropy_with_logits(out["targets"], out["logits"])  # (B, T)
+            return tf.stop_gradient(tf.reduce_sum(token_log_p * out["mask"], axis=1))  # (B,)
+
+        return tf.cond(tf.convert_to_tensor(sampled, tf.bool), log_likelihood,
+                       lambda: tf.zeros([tf.shape(tokens)[0]], tf.float32))
 
     def update_baseline(self, terms, sampled):
         """After the update of a minibatch: stores the REINFORCE statistics of `loss_terms(out, sampled)`, which

@@ -346,6 +346,7 @@ class DistributedTrainer:
             use_expected = model.cell.attention.draw_expected_coin(coin_seed)  # the same on every replica
             sampled = tf.logical_not(use_expected)
         variables = model.trainable_variables
+        reference = model.reinforce_reference(annotations, tokens, sampled)  # per row: no collective needed
         with tf.GradientTape() as tape:
 
             def batch_mean(values):  # (B,) stop-gradient values -> their mean over the global batch
@@ -359,7 +360,7 @@ class DistributedTrainer:
                                         use_expected=use_expected,
                                         sample_rows=(offset, tf.cast(num_captions, tf.int32)))
             terms = model.loss_terms(out, sampled=sampled, num_tokens=num_tokens, num_captions=num_captions,
-                                     batch_mean=batch_mean)
+                                     batch_mean=batch_mean, reference=reference)
         grads = tape.gradient(terms["loss"], variables)
         pairs = [(tf.convert_to_tensor(g), v) for g, v in zip(grads, variables) if g is not None]
         summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])

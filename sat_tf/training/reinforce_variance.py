@@ -4,7 +4,8 @@
 work dir's model and, for a few training minibatches, redraws the attention locations `draws` times (dropout on,
 as in training) and computes the gradient of the training loss each time, three ways:
 
-    with baseline     xent + REINFORCE with the model's moving-average baseline b (what training uses)
+    with baseline     xent + REINFORCE with the model's own baseline (what training uses: the moving average b, or
+                      r(a, y) + b with model.reinforce_baseline="expected_context")
     no baseline       the same with b = 0 (the plain score-function estimator of paper eq. 11)
     expected context  xent with the soft, expected context (the other half of the paper's minibatches)
 
@@ -84,6 +85,9 @@ def measure(model, batches, draws: int = 16, seed: int = 0) -> VarianceReport:
         for b, batch in enumerate(batches):
             annotations, tokens = batch["annotations"], batch["tokens"]
             max_entropy = math.log(int(annotations.shape[1]))
+            # The model's own baseline: r_b + b with reinforce_baseline="expected_context" (r_b is deterministic).
+            reference = model.reinforce_reference(annotations, tokens, True)
+            offset = saved[0] + (0.0 if reference is None else reference.numpy())  # (B,) or scalar
             grads: dict[str, list[np.ndarray]] = {k: [] for k in per_estimator}
             for m in range(draws):
                 step_seed = tf.constant([seed + b, m], tf.int32)
@@ -95,7 +99,8 @@ def measure(model, batches, draws: int = 16, seed: int = 0) -> VarianceReport:
                     with tf.GradientTape(persistent=True) as tape:
                         out = model.teacher_forcing(annotations, tokens, training=True, seed=step_seed,
                                                     use_expected=use_expected)
-                        terms = model.loss_terms(out, sampled=tf.logical_not(use_expected))
+                        terms = model.loss_terms(out, sampled=tf.logical_not(use_expected),
+                                                 reference=reference if name == "with baseline" else None)
                     grads[name].append(_flat(tape.gradient(terms["loss"], variables)))
                     if name == "with baseline":
                         full = np.linalg.norm(grads[name][-1])
@@ -105,7 +110,7 @@ def measure(model, batches, draws: int = 16, seed: int = 0) -> VarianceReport:
                                                / tf.reduce_sum(out["mask"])))
                         token_log_p = -tf.nn.sparse_softmax_cross_entropy_with_logits(out["targets"], out["logits"])
                         log_p_y = tf.reduce_sum(token_log_p * out["mask"], axis=1)
-                        advantages.extend((log_p_y.numpy() - saved[0]).tolist())
+                        advantages.extend((log_p_y.numpy() - offset).tolist())
                     del tape
             for name, gs in grads.items():
                 g = np.stack(gs)  # (M, P)

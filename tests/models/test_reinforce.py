@@ -9,6 +9,7 @@ whose gradient has expectation -(1/T) grad L_s when all B captions have T tokens
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from sat_tf.models.captioner import Captioner
@@ -16,10 +17,11 @@ from sat_tf.models.captioner import Captioner
 L, D, T = 3, 4, 2
 
 
-def _setup(seed=0):
+def _setup(seed=0, reinforce_baseline="moving_average"):
     keras.utils.set_random_seed(seed)  # the weights too, so the test is the same on every run
     model = Captioner(vocab_size=6, feature_dim=D, embedding_dim=4, units=5, attention_dim=4, attention="hard",
-                      dropout=0.0, alpha_regularization=0.0, entropy_weight=0.0, expected_context_prob=0.0, seed=seed)
+                      dropout=0.0, alpha_regularization=0.0, entropy_weight=0.0, expected_context_prob=0.0, seed=seed,
+                      reinforce_baseline=reinforce_baseline)
     # Sharper attention and larger annotations than at initialisation, so that locations matter.
     rng = np.random.RandomState(seed)
     for w in model.cell.attention.trainable_weights:
@@ -58,14 +60,17 @@ def _estimates(model, annotations, tokens, reinforce_on=True, batches=24, batch=
         with tf.GradientTape() as tape:
             fwd = model.teacher_forcing(a, y, training=True, seed=tf.constant([11, i]),
                                         use_expected=tf.constant(False))
-            terms = model.loss_terms(fwd, sampled=reinforce_on)
+            # on the tape, so that a gradient leaking through the expected-context baseline would show as bias
+            reference = model.reinforce_reference(a, y, True)
+            terms = model.loss_terms(fwd, sampled=reinforce_on, reference=reference)
         grads = tape.gradient(terms["loss"], model.trainable_weights)
         out.append(_flat([g if g is not None else tf.zeros_like(w) for g, w in zip(grads, model.trainable_weights)]))
     return np.stack(out)  # (batches, P)
 
 
-def test_reinforce_gradient_is_unbiased():
-    model, annotations, tokens = _setup()
+@pytest.mark.parametrize("reinforce_baseline", ["moving_average", "expected_context"])
+def test_reinforce_gradient_is_unbiased(reinforce_baseline):
+    model, annotations, tokens = _setup(reinforce_baseline=reinforce_baseline)
     exact = _flat(_exact_gradient(model, annotations, tokens))
     est = _estimates(model, annotations, tokens)
     mean = est.mean(0)
