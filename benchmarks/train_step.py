@@ -10,7 +10,10 @@ matmul peak measured in the same run. FLOPs: 2 per multiply-add of every matmul 
 for forward + backward (the standard estimate; the annotation projection's backward needs only its weight
 gradient, so this slightly over-counts it).
 
-    python -m benchmarks.train_step [--attention soft hard] [--jit both] [--windows 5] [--steps 8]
+    python -m benchmarks.train_step [--attention soft hard hard_ecb] [--jit both] [--windows 5] [--steps 8]
+
+`hard_ecb` is hard attention with `reinforce_baseline="expected_context"` and variance normalisation: one more
+forward pass (no dropout, no gradient) on the minibatches that sample locations.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from benchmarks.common import matmul_peak_gflops, median_rate, timed  # noqa: E4
 from sat_tf.models.captioner import Captioner  # noqa: E402
 
 B, L, D, E, H, A, V = 64, 196, 512, 512, 512, 512, 10000
+VARIANTS = {"soft": {"attention": "soft"}, "hard": {"attention": "hard"},
+            "hard_ecb": {"attention": "hard", "reinforce_baseline": "expected_context",
+                         "advantage_normalization": True}}
 MIN_WORDS, MAX_WORDS = 8, 20
 
 
@@ -58,7 +64,7 @@ def bench(attention: str, jit: bool, windows: int, steps: int, batching: str, se
     keras.utils.set_random_seed(seed)
     # bfloat16: Keras "mixed_bfloat16" (bf16 compute, float32 variables; logits, softmax and losses in float32).
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    model = Captioner(vocab_size=V, feature_dim=D, embedding_dim=E, units=H, attention_dim=A, attention=attention,
+    model = Captioner(vocab_size=V, feature_dim=D, embedding_dim=E, units=H, attention_dim=A, **VARIANTS[attention],
                       dropout=0.5, seed=seed, unroll_steps=MAX_WORDS + 1 if unroll else 0)
     model.compile(optimizer=keras.optimizers.Adam(4e-4))
     model.optimizer.build(model.trainable_variables)
@@ -101,7 +107,7 @@ def bench(attention: str, jit: bool, windows: int, steps: int, batching: str, se
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--attention", nargs="+", default=["soft", "hard"], choices=["soft", "hard"])
+    parser.add_argument("--attention", nargs="+", default=["soft", "hard"], choices=list(VARIANTS))
     parser.add_argument("--jit", choices=["off", "on", "both"], default="off")
     parser.add_argument("--batching", nargs="+", default=["bucketed", "mixed"], choices=["bucketed", "mixed"])
     parser.add_argument("--unroll", choices=["off", "on", "both"], default="both",
@@ -138,10 +144,13 @@ def main(argv=None):
         for unroll in unrolls:
           for batching in args.batching:
             key = (jit, unroll, batching, precision)
-            soft, hard = results.get(("soft",) + key), results.get(("hard",) + key)
-            if soft and hard:
-                print(f"hard/soft cost ratio ({precision}, xla {'on' if jit else 'off'}, unroll "
-                      f"{'on' if unroll else 'off'}, {batching}): {soft['captions_per_sec'] / hard['captions_per_sec']:.2f}")
+            soft = results.get(("soft",) + key)
+            for variant in ("hard", "hard_ecb"):
+                hard = results.get((variant,) + key)
+                if soft and hard:
+                    print(f"{variant}/soft cost ratio ({precision}, xla {'on' if jit else 'off'}, unroll "
+                          f"{'on' if unroll else 'off'}, {batching}): "
+                          f"{soft['captions_per_sec'] / hard['captions_per_sec']:.2f}")
     if len(args.precision) == 2:
         for (attention, jit, unroll, batching, precision), r in results.items():
             if precision == "bfloat16" and (attention, jit, unroll, batching, "float32") in results:
