@@ -257,7 +257,7 @@ def test_evaluate_and_caption_can_decode_hard_attention_another_way(features_dir
 
 def test_evaluate_and_caption_an_ensemble_of_work_dirs(features_dir, hard_workdir, tmp_path, capsys):
     """--ensemble decodes several work dirs as one model: a model ensembled with itself captions exactly as it
-    does alone; a member with another vocabulary or encoder is refused by name."""
+    does alone; a member with another vocabulary is refused by name (another encoder is the next test)."""
     import shutil
 
     from sat_tf.caption import main as caption_main
@@ -290,13 +290,6 @@ def test_evaluate_and_caption_an_ensemble_of_work_dirs(features_dir, hard_workdi
     open(vocab, "w").write("\n".join(lines) + "\n")
     assert evaluate_main(["--workdir", hard_workdir, "--ensemble", copy, "--limit", "2"]) == 1
     assert "must share one vocabulary" in capsys.readouterr().err
-    experiment = wd.load_experiment(hard_workdir)
-    other = str(tmp_path / "other_encoder")
-    shutil.copytree(hard_workdir, other)
-    wd.save_experiment(other, experiment.model_config, experiment.train_config,
-                       dataclasses.replace(experiment.data_config, image_size=experiment.data_config.image_size + 32))
-    with pytest.raises(ValueError, match="data.image_size"):
-        wd.load_ensemble([hard_workdir, other])
 
 
 def test_an_ensemble_over_two_encoders_reads_each_members_own_features(features_dir, hard_workdir, tmp_path,
