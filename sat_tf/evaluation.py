@@ -55,7 +55,7 @@ def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str 
 
     `features_dir` is a feature directory, or for a multi-input CaptionEnsemble a list of them, one per input
     (the same images in the same order, each from its own encoder)."""
-    dirs = [features_dir] if isinstance(features_dir, (str, os.PathLike)) else list(features_dir)
+    dirs = _feature_dirs(features_dir)
     depths = captioner.input_feature_dims if len(dirs) > 1 else [captioner.model_config.feature_dim]
     if len(depths) != len(dirs):
         raise ValueError(f"{len(dirs)} feature directories for a captioner that reads {len(depths)} input(s)")
@@ -85,6 +85,11 @@ def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str 
                 words=caption.split(), alpha=alphas[i], location=None if locations is None else locations[i],
                 references=[c.decode() for c in batch["captions"][i].numpy() if c], log_prob=float(log_probs[i])))
     return results
+
+
+def _feature_dirs(features_dir) -> list:
+    """One feature directory, or a list of them (one per input of a multi-input ensemble), as a list."""
+    return [features_dir] if isinstance(features_dir, (str, os.PathLike)) else list(features_dir)
 
 
 def _check_same_images(batches, dirs: list[str], split: str) -> None:
@@ -163,8 +168,8 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         from sat_tf.metrics.grounding import grounding_rate
         from sat_tf.pipelines.sources.scenes import IMAGE_SIZE
 
-        first_dir = features_dir if isinstance(features_dir, (str, os.PathLike)) else features_dir[0]
-        grid = tuple(load_manifest(first_dir)["encoder"]["grid"])  # the grid of the attention maps (input 0)
+        # the grid of the attention maps: input 0's
+        grid = tuple(load_manifest(_feature_dirs(features_dir)[0])["encoder"]["grid"])
         samples = [(d.words, d.alpha, scene_objects[d.image_id]) for d in decoded if d.image_id in scene_objects]
         grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
     result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start,

@@ -50,7 +50,6 @@ class ImageCaptioner:
                                            data.image_size))
             self.encoders.append(build_encoder(data.encoder, data.encoder_layer or None, weights=weights,
                                                image_size=data.image_size))
-        self.spec, self.encoder = self.specs[0], self.encoders[0]  # input 0: the grid of the attention maps
 
     def caption(self, paths: Sequence[str], beam_size: int = 3, max_length: int | None = None,
                 batch_size: int = 16) -> list[Captioned]:
@@ -91,5 +90,5 @@ class ImageCaptioner:
         if result.error or not result.words:
             raise ValueError(f"{result.path}: nothing to draw ({result.error or 'empty caption'})")
         image = load_image(result.path)
-        return save_attention_figure(path, image, result.words, result.alpha, tuple(self.spec.grid),
+        return save_attention_figure(path, image, result.words, result.alpha, tuple(self.specs[0].grid),
                                      locations=None if result.location is None else list(result.location))

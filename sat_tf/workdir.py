@@ -173,29 +173,30 @@ def load_ensemble(workdirs: Sequence[str], which: str = "best", hard_inference: 
     workdirs = list(workdirs)
     if not workdirs:
         raise ValueError("an ensemble needs at least one work dir")
-    if hard_inference is not None and all(load_experiment(w).model_config.attention != "hard" for w in workdirs):
+    configs = [load_experiment(w) for w in workdirs]  # configs and vocabularies: checked before any checkpoint
+    if hard_inference is not None and all(c.model_config.attention != "hard" for c in configs):
         raise ValueError(f"hard_inference={hard_inference!r} needs a hard-attention model; none of {workdirs} is")
-    experiments = []
-    for workdir in workdirs:
-        member_mode = hard_inference if load_experiment(workdir).model_config.attention == "hard" else None
-        experiments.append(load_captioner(workdir, which, hard_inference=member_mode))
-    first = experiments[0]
     groups: list[tuple] = []  # (encoder, encoder_layer, image_size) of each input
     inputs = []
-    for other in experiments:
-        if other.vocabulary.checksum() != first.vocabulary.checksum():
-            raise ValueError(f"{os.path.join(other.workdir, VOCAB)} differs from {os.path.join(first.workdir, VOCAB)}: "
-                             f"ensemble members must share one vocabulary")
-        data = other.data_config
+    for config in configs:
+        if config.vocabulary is None:
+            raise FileNotFoundError(f"{os.path.join(config.workdir, VOCAB)} is missing: the work dir is incomplete")
+        if config.vocabulary.checksum() != configs[0].vocabulary.checksum():
+            raise ValueError(f"{os.path.join(config.workdir, VOCAB)} differs from "
+                             f"{os.path.join(configs[0].workdir, VOCAB)}: ensemble members must share one vocabulary")
+        data = config.data_config
         key = (data.encoder, data.encoder_layer, data.image_size)
         if key not in groups:
             groups.append(key)
         inputs.append(groups.index(key))
+    experiments = [load_captioner(c.workdir, which,
+                                  hard_inference=hard_inference if c.model_config.attention == "hard" else None)
+                   for c in configs]
     from sat_tf.decoding.ensemble import CaptionEnsemble
 
     ensemble = CaptionEnsemble([e.captioner for e in experiments], combine=combine,
                                names=[e.checkpoint_path for e in experiments],
                                inputs=inputs if len(groups) > 1 else None)
     return dataclasses.replace(
-        first, captioner=ensemble, checkpoint_path=",".join(e.checkpoint_path for e in experiments),
+        experiments[0], captioner=ensemble, checkpoint_path=",".join(e.checkpoint_path for e in experiments),
         inputs=[experiments[inputs.index(i)] for i in range(len(groups))] if len(groups) > 1 else None)

@@ -13,8 +13,8 @@ import tensorflow as tf
 def generate(decode: Callable, cache: dict, annotations, beam_size: int = 1, max_length: int = 20,
              length_penalty: float = 0.0, return_all_beams: bool = False, suppress_unk: bool = True):
     """Runs `decode(annotations, beam_size=, max_length=, length_penalty=, suppress_unk=)` (annotations: (B, L, D)
-    or a tuple of such tensors) as a `tf.function`
-    traced once per (beam_size, max_length, length_penalty, suppress_unk) and kept in `cache`.
+    or a tuple of such tensors) as a `tf.function` traced once per (beam_size, max_length, length_penalty,
+    suppress_unk) and kept in `cache`.
 
     Returns decode's dict (`tokens` (B, S), `lengths` (B,), `log_probs` (B,), `scores` (B,), records such as
     `alpha` (B, S, L)); with beam_size > 1 only the best beam of each image unless `return_all_beams`, in which

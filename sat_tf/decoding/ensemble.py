@@ -86,9 +86,10 @@ class CaptionEnsemble:
         """The annotations each member reads: (B, L, D) for all, or input inputs[m] of a tuple."""
         if not self.multi_input:
             return [annotations] * len(self.members)
-        if not isinstance(annotations, (tuple, list)) or len(annotations) != len(self.input_feature_dims):
-            raise ValueError(f"this ensemble reads {len(self.input_feature_dims)} inputs: pass a tuple of that many "
-                             f"(B, L_i, D_i) annotation tensors")
+        count = max(self.inputs) + 1
+        if not isinstance(annotations, (tuple, list)) or len(annotations) != count:
+            raise ValueError(f"this ensemble reads {count} inputs: pass a tuple of that many (B, L_i, D_i) "
+                             f"annotation tensors")
         return [annotations[i] for i in self.inputs]
 
     @property

@@ -12,7 +12,7 @@ contributes nothing and `xent` is the usual per-token cross-entropy):
     reinforce = -lambda_r * sum_b stop_grad(R_b - r_b - b) / c * log p(s_b | a) / N
     r_b = 0 (the paper), or with `reinforce_baseline="expected_context"` the log-likelihood of caption b with the
     expected context at every step (no dropout, no gradient); b is then the moving average of R_b - r_b
-    c = 1, or with `advantage_normalization` max(1, sqrt(v)), v the moving average of mean_b (R_b - b)^2 before
+    c = 1, or with `advantage_normalization` max(1, sqrt(v)), v the moving average of mean_b (R_b - r_b - b)^2 before
     this minibatch (NVIL's variance normalisation; a positive per-step scale, so the estimate stays unbiased
     up to that scale)
     entropy   = -lambda_e * sum_{b,t} H[s_bt] / N
@@ -47,7 +47,8 @@ class Captioner(keras.Model):
     Args:
         vocab_size, feature_dim, embedding_dim, units, attention_dim, attention, gate, dropout,
         alpha_regularization, reinforce_weight, entropy_weight, baseline_decay, advantage_normalization,
-        reinforce_baseline, expected_context_prob, hard_inference, pad_id, start_id, end_id, unk_id: see `sat_tf.config.ModelConfig`.
+        reinforce_baseline, expected_context_prob, hard_inference, pad_id, start_id, end_id, unk_id: see
+        `sat_tf.config.ModelConfig`.
         seed: int or None. Seeds dropout, hard-attention sampling and the expected-context coin.
         unroll_steps: int. Teacher forcing of captions with up to this many steps runs as an unrolled graph
             (much faster on CPU, see benchmarks/README.md); 0 uses a tf.while_loop for any length. Captions with
@@ -58,7 +59,8 @@ class Captioner(keras.Model):
                  attention_dim: int = 512, attention: str = "soft", gate: str = "scalar", dropout: float = 0.5,
                  alpha_regularization: float = 1.0, reinforce_weight: float = 1.0, entropy_weight: float = 0.002,
                  baseline_decay: float = 0.9, advantage_normalization: bool = False,
-                 reinforce_baseline: str = "moving_average", expected_context_prob: float = 0.5, hard_inference: str = "expected",
+                 reinforce_baseline: str = "moving_average", expected_context_prob: float = 0.5,
+                 hard_inference: str = "expected",
                  pad_id: int = 0, start_id: int = 1, end_id: int = 2, unk_id: int = 3, seed: int | None = None,
                  unroll_steps: int = 32, **kwargs):
         super().__init__(**kwargs)
@@ -296,8 +298,8 @@ class Captioner(keras.Model):
             if reference is not None:
                 signal -= tf.stop_gradient(tf.cast(reference, signal.dtype))
             # The first sampled minibatch starts the average at its own mean instead of at 0.
-            mean_log_p_y = batch_mean(signal)
-            b = tf.where(self.baseline_updates > 0, self.baseline, mean_log_p_y)
+            mean_signal = batch_mean(signal)
+            b = tf.where(self.baseline_updates > 0, self.baseline, mean_signal)
             advantage = signal - b  # (B,)
             if self.advantage_variance is not None:
                 mean_square = batch_mean(tf.square(advantage))
@@ -309,7 +311,7 @@ class Captioner(keras.Model):
             reinforce *= tf.cast(sampled, reinforce.dtype)
             entropy = tf.reduce_sum(out["entropy"] * mask) / num_tokens
             terms["loss"] += reinforce - cfg.entropy_weight * entropy
-            new_b = cfg.baseline_decay * b + (1.0 - cfg.baseline_decay) * mean_log_p_y
+            new_b = cfg.baseline_decay * b + (1.0 - cfg.baseline_decay) * mean_signal
             terms.update(reinforce=reinforce, entropy=entropy,
                          baseline=tf.where(sampled, new_b, tf.identity(self.baseline)))
         return terms

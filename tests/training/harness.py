@@ -81,11 +81,13 @@ def sliced_dataset_fn(batches: list[dict[str, np.ndarray]]):
     return dataset_fn
 
 
-def configs(attention: str, epochs: int = 2, weight_average_decay: float = 0.0):
+def configs(attention: str, epochs: int = 2, weight_average_decay: float = 0.0,
+            reinforce_baseline: str = "moving_average"):
     from sat_tf import config as cfg
 
     model = cfg.ModelConfig(vocab_size=V, feature_dim=D, embedding_dim=8, units=16, attention_dim=8,
-                            attention=attention, dropout=0.0, expected_context_prob=0.5)
+                            attention=attention, dropout=0.0, expected_context_prob=0.5,
+                            reinforce_baseline=reinforce_baseline)
     # A large learning rate and a clip that binds, so a wrong reduction or clip shows in the weights.
     train = cfg.TrainConfig(batch_size=GLOBAL_BATCH, epochs=epochs, learning_rate=0.05, clip_norm=0.5, seed=7,
                             keep_checkpoints=5, weight_average_decay=weight_average_decay)
@@ -120,7 +122,8 @@ def train(spec: dict):
     devices = [f"/cpu:{i}" for i in range(spec["logical_cpus"])] if name == "mirrored" else None
     strategy = distributed.make_strategy(name, devices=devices)
     model_config, train_config = configs(spec["attention"], spec.get("epochs", 2),
-                                         spec.get("weight_average_decay", 0.0))
+                                         spec.get("weight_average_decay", 0.0),
+                                         spec.get("reinforce_baseline", "moving_average"))
     callbacks = [crash_at(spec["crash_at_step"])] if spec.get("crash_at_step") else []
     trainer = distributed.DistributedTrainer(
         model_config, train_config, sliced_dataset_fn(global_batches(spec.get("uneven", False))), strategy,

@@ -232,11 +232,13 @@ def test_mirrored_over_two_cpus_gives_the_weights_of_the_default_strategy(jobs, 
     """Soft and hard attention, each in its own process (two logical CPUs, so two replicas): default strategy,
     then MirroredStrategy, on the same global batches and seed. Hard attention uses a partial last batch, so the
     second replica gets an empty batch once. Soft attention also keeps a weight average (its averages are
-    optimizer variables, compared below). (One MirroredStrategy per process: a second one in the same process
+    optimizer variables, compared below); hard attention uses the expected-context REINFORCE baseline (computed
+    per replica on its rows). (One MirroredStrategy per process: a second one in the same process
     reuses the first one's collective instance keys and its all-reduces fail with shape mismatches.)"""
     for attention, uneven in (("soft", False), ("hard", True)):
         runs = [{"attention": attention, "strategy": name, "uneven": uneven,
                  "weight_average_decay": 0.5 if attention == "soft" else 0.0,
+                 "reinforce_baseline": "expected_context" if attention == "hard" else "moving_average",
                  "workdir": str(tmp_path / f"{attention}_{name}"), "out": str(tmp_path / f"{attention}_{name}.npz")}
                 for name in ("default", "mirrored")]
         jobs.start(attention, {"logical_cpus": 2, "runs": runs})
@@ -252,6 +254,9 @@ def test_mirrored_over_two_cpus_gives_the_weights_of_the_default_strategy(jobs, 
     # The hard run had both kinds of minibatch (expected context and sampled), so REINFORCE and the baseline
     # update were both exercised.
     assert 0 < _baseline_updates(_load(tmp_path / "hard_mirrored.npz")) < 2 * harness.STEPS_PER_EPOCH
+    # With the expected-context reference the baseline averages residuals log p(y|s,a) - r (a few nats at most);
+    # without it, it averages whole caption log-likelihoods (-14.8 here with the paper's baseline).
+    assert abs(float(_load(tmp_path / "hard_mirrored.npz")["w000"])) < 3.0
 
 
 def _start_workers(jobs: _Jobs, tmp_path: pathlib.Path, prefix: str, spec: dict, crash: dict | None = None):
