@@ -4,13 +4,15 @@ Training pipeline, per epoch:
 
     shard files (shuffled by seed + epoch; per worker under tf.distribute where there are enough shards)
       ▸ interleave TFRecord readers ▸ parse (pipelines.tfrecord) ▸ shuffle images ▸ one example per caption
+        (with `mirror_probability` p > 0: each caption paired with the mirrored photo's features with probability
+        p, drawn from seed + epoch, else with the photo's)
       ▸ shuffle captions (seed + epoch) ▸ batches of captions of the SAME length (paper sec. 4.3:
         "we build a dictionary mapping the length of a sentence to the corresponding subset of captions" and
         sample minibatches of one length; here per-length buckets of `bucket_by_sequence_length`)
       ▸ padding to the batch's length ▸ prefetch (AUTOTUNE)
 
 Memory is bounded by the two shuffle buffers (images, then captions), the buckets and the prefetch, never by the
-dataset size; annotations travel as float16 until batching. Batches per epoch do not
+dataset size (with mirrored views the image buffer holds both views of each image); annotations travel as float16 until batching. Batches per epoch do not
 depend on the shuffle order (each length bucket yields ceil(n / B) batches), so `steps_per_epoch` is computed
 from the manifest's length histogram, and a resumed run replays exactly the epochs it has not finished.
 
@@ -125,11 +127,26 @@ def _files_dataset(files: Sequence[str], seed, input_context) -> tf.data.Dataset
     return ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
 
 
-def _captions_of(example: dict) -> tf.data.Dataset:
-    """One image's record -> one element per caption: annotations (L, D) with that caption's tokens (T,)."""
+def require_mirrored_views(manifest: dict, features_dir: str, why: str) -> None:
+    """FeatureError naming the directory unless its shards hold the mirrored photos' features."""
+    if not manifest.get("mirrored_views", False):
+        raise FeatureError(f"{features_dir} has no mirrored views, which {why} reads: extract the features again "
+                           f"with mirrored views (python -m sat_tf.pipelines.extract ... --mirrored, or "
+                           f"--set data.mirrored_views=true) into a new directory")
+
+
+def _captions_of(example: dict, mirror_probability: float = 0.0, seed=None) -> tf.data.Dataset:
+    """One image's record -> one element per caption: annotations (L, D) with that caption's tokens (T,).
+
+    With mirror_probability p > 0 each caption reads the mirrored photo's features with probability p, drawn with
+    the stateless `seed` (int64 (2,))."""
     n = tf.shape(example["lengths"])[0]
+    annotations = tf.repeat(example["annotations"][None], n, axis=0)  # (N, L, D)
+    if mirror_probability > 0:
+        mirrored = tf.random.stateless_uniform([n], seed=seed) < mirror_probability  # (N,)
+        annotations = tf.where(mirrored[:, None, None], example[tfrecord.MIRRORED][None], annotations)  # (N, L, D)
     return tf.data.Dataset.from_tensor_slices({
-        "annotations": tf.repeat(example["annotations"][None], n, axis=0),  # (N, L, D)
+        "annotations": annotations,  # (N, L, D)
         "tokens": example["tokens"],  # (N, T)
         "length": example["lengths"],  # (N,)
     })
@@ -140,7 +157,8 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
                      deterministic: bool = True, input_context=None,
                      manifest: dict | None = None, vocabulary_checksum: str | None = None,
                      feature_shape: Sequence[int] | None = None, verify: str = "sha256",
-                     dtype: tf.DType = tf.float32, num_epochs: int = 1) -> tf.data.Dataset:
+                     dtype: tf.DType = tf.float32, num_epochs: int = 1,
+                     mirror_probability: float = 0.0) -> tf.data.Dataset:
     """Shuffled same-length batches {"annotations": (B, L, D), "tokens": (B, T)} for `num_epochs` epochs.
 
     Args:
@@ -160,10 +178,15 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
         manifest, vocabulary_checksum, feature_shape, verify: see `check_features`.
         dtype: annotations dtype in the batches.
         num_epochs: int. Epochs epoch .. epoch + num_epochs - 1, one after the other.
+        mirror_probability: float. Chance that a caption is paired with the mirrored photo's features (needs
+            features extracted with mirrored views); drawn per caption from seed + epoch.
     """
     manifest = manifest or load_manifest(features_dir)
     files = check_features(features_dir, split, manifest=manifest, vocabulary_checksum=vocabulary_checksum,
                            feature_shape=feature_shape, verify=verify)
+    mirror = float(mirror_probability) > 0
+    if mirror:
+        require_mirrored_views(manifest, features_dir, f"training with mirror_probability={mirror_probability}")
     shape = tuple(manifest["feature_shape"])
     per_replica = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
     shard_by_example = (input_context is not None and input_context.num_input_pipelines > 1
@@ -175,10 +198,16 @@ def training_dataset(features_dir: str, batch_size: int, *, split: str = "train"
         ds = _files_dataset(files, epoch_seed, input_context)
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
                            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = ds.map(lambda s: tfrecord.parse_example(s, shape, tf.float16), num_parallel_calls=AUTOTUNE,
-                    deterministic=deterministic)
+        ds = ds.map(lambda s: tfrecord.parse_example(s, shape, tf.float16, mirrored=mirror),
+                    num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = ds.shuffle(image_shuffle_buffer, seed=epoch_seed + 1, reshuffle_each_iteration=False)
-        ds = ds.flat_map(_captions_of)
+        if mirror:
+            # one stateless seed per image, from a stream fixed by the epoch's seed: the same draws on every run
+            seeds = tf.data.Dataset.random(seed=epoch_seed + 2).batch(2)  # (2,) int64
+            ds = tf.data.Dataset.zip((ds, seeds)).flat_map(
+                lambda example, s: _captions_of(example, float(mirror_probability), s))
+        else:
+            ds = ds.flat_map(_captions_of)
         if shard_by_example:
             ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
@@ -206,20 +235,26 @@ def _trim(batch: dict, dtype: tf.DType) -> dict:
 def evaluation_dataset(features_dir: str, batch_size: int, *, split: str = "val", limit: int = 0,
                        manifest: dict | None = None, vocabulary_checksum: str | None = None,
                        feature_shape: Sequence[int] | None = None, verify: str = "sha256",
-                       dtype: tf.DType = tf.float32) -> tf.data.Dataset:
+                       dtype: tf.DType = tf.float32, mirrored: bool = False) -> tf.data.Dataset:
     """Images in file order, batched: {"image_id": (B,), "image_path": (B,), "annotations": (B, L, D),
-    "captions": (B, N) (padded with b"" where an image has fewer captions)}; `limit` > 0 keeps the first images."""
+    "captions": (B, N) (padded with b"" where an image has fewer captions)}, plus "annotations_mirrored"
+    (B, L, D) with `mirrored` (the features must have mirrored views); `limit` > 0 keeps the first images."""
     manifest = manifest or load_manifest(features_dir)
     files = check_features(features_dir, split, manifest=manifest, vocabulary_checksum=vocabulary_checksum,
                            feature_shape=feature_shape, verify=verify)
+    if mirrored:
+        require_mirrored_views(manifest, features_dir, "test-time mirroring")
     shape = tuple(manifest["feature_shape"])
+    keys = ("image_id", "image_path", "annotations", "captions") + ((tfrecord.MIRRORED,) if mirrored else ())
     ds = tf.data.TFRecordDataset(files)
     if limit:
         ds = ds.take(limit)
-    ds = ds.map(lambda s: tfrecord.parse_example(s, shape, dtype), num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda x: {k: x[k] for k in ("image_id", "image_path", "annotations", "captions")})
-    ds = ds.padded_batch(batch_size, padding_values={"image_id": b"", "image_path": b"",
-                                                     "annotations": tf.constant(0, dtype), "captions": b""})
+    ds = ds.map(lambda s: tfrecord.parse_example(s, shape, dtype, mirrored=mirrored), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x: {k: x[k] for k in keys})
+    padding = {"image_id": b"", "image_path": b"", "annotations": tf.constant(0, dtype), "captions": b""}
+    if mirrored:
+        padding[tfrecord.MIRRORED] = tf.constant(0, dtype)
+    ds = ds.padded_batch(batch_size, padding_values=padding)
     return ds.prefetch(AUTOTUNE)
 
 

@@ -12,6 +12,10 @@ for one bad photo. `manifest.json` (written last, atomically) records the encode
 vocabulary checksum, per-split counts and shard hashes, the caption-length histogram (to size epochs exactly),
 and every skipped image with its reason.
 
+With `mirrored=True` every record also holds the encoder's features of the horizontally mirrored photo (the same
+pixels, columns reversed): the views that training augmentation (`DataConfig.mirror_probability`) and test-time
+averaging (`evaluate --mirror`) read. It costs a second encoder pass per image and twice the disk.
+
 Decoding runs in a thread pool (Pillow releases the GIL) while the encoder runs on the previous batch.
 
 Shapes: B batch, S image side, L locations, D depth.
@@ -63,6 +67,7 @@ class _ShardResult:
     encoder: dict
     vocabulary_checksum: str
     max_caption_length: int
+    mirrored_views: bool = False
 
 
 class Progress:
@@ -123,7 +128,8 @@ def extract_features(records: Sequence[CaptionRecord], encoder: Callable, encode
                      out_dir: str, *, max_caption_length: int = 20, shard_size: int = 256, batch_size: int = 32,
                      num_threads: int = 4, progress: bool = True, reader_report: dict | None = None,
                      load_image: Callable[[str, int], np.ndarray] | None = None,
-                     stop_after_shards: int | None = None, extra: dict | None = None) -> dict:
+                     stop_after_shards: int | None = None, extra: dict | None = None,
+                     mirrored: bool = False) -> dict:
     """Writes the feature shards and manifest of `records` into `out_dir`; resumes a killed run.
 
     Args:
@@ -141,6 +147,7 @@ def extract_features(records: Sequence[CaptionRecord], encoder: Callable, encode
         load_image: (path, size) -> uint8 (S, S, 3); default `sat_tf.images.load_and_resize` (raises ImageError).
         stop_after_shards: int or None. Stop after writing this many new shards (tests simulate a killed run).
         extra: dict or None. More top-level manifest entries (the dataset name, vocabulary settings).
+        mirrored: bool. Also store the features of each horizontally mirrored photo (manifest `mirrored_views`).
 
     Returns:
         The manifest (also written to `out_dir/manifest.json`); None-free and JSON-ready.
@@ -161,7 +168,7 @@ def extract_features(records: Sequence[CaptionRecord], encoder: Callable, encode
 
     plan = plan_shards(records, shard_size)
     todo = [(name, items) for name, items in plan if not _finished(out_dir, name, encoder_info, checksum,
-                                                                   max_caption_length)]
+                                                                   max_caption_length, mirrored)]
     bar = Progress(sum(len(items) for _, items in todo), label="extract") if progress and todo else None
     written = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=num_threads) as pool:
@@ -175,17 +182,19 @@ def extract_features(records: Sequence[CaptionRecord], encoder: Callable, encode
                     bar.close()
                 return {}
             _write_shard(out_dir, name, items, itertools.islice(decoded, len(items)), encoder, encoder_info,
-                         vocabulary, max_caption_length, batch_size, bar)
+                         vocabulary, max_caption_length, batch_size, bar, mirrored)
             written += 1
     if bar:
         bar.close()
-    manifest = _manifest(out_dir, plan, encoder_info, vocabulary, max_caption_length, shard_size, reader_report)
+    manifest = _manifest(out_dir, plan, encoder_info, vocabulary, max_caption_length, shard_size, reader_report,
+                         mirrored)
     manifest.update(extra or {})
     write_json(os.path.join(out_dir, MANIFEST), manifest)
     return manifest
 
 
-def _finished(out_dir: str, name: str, encoder_info: dict, checksum: str, max_caption_length: int) -> bool:
+def _finished(out_dir: str, name: str, encoder_info: dict, checksum: str, max_caption_length: int,
+              mirrored: bool) -> bool:
     path = os.path.join(out_dir, name)
     sidecar = path + _SIDECAR
     if not (os.path.exists(path) and os.path.exists(sidecar)):
@@ -193,9 +202,10 @@ def _finished(out_dir: str, name: str, encoder_info: dict, checksum: str, max_ca
     with open(sidecar, encoding="utf-8") as f:
         info = json.load(f)
     if info["encoder"] != encoder_info or info["vocabulary_checksum"] != checksum \
-            or info["max_caption_length"] != max_caption_length:
-        raise ValueError(f"{path} was extracted with another encoder, vocabulary or max_caption_length; use an "
-                         f"empty directory or delete the old shards to re-extract")
+            or info["max_caption_length"] != max_caption_length \
+            or bool(info.get("mirrored_views", False)) != mirrored:
+        raise ValueError(f"{path} was extracted with another encoder, vocabulary, max_caption_length or mirrored "
+                         f"views setting; use an empty directory or delete the old shards to re-extract")
     if os.path.getsize(path) != info["bytes"]:
         os.remove(path)  # damaged after it was written: redo it
         return False
@@ -226,7 +236,7 @@ def _decode_ahead(pool: concurrent.futures.Executor, decode: Callable, records: 
 
 
 def _write_shard(out_dir, name, items, decoded, encoder, encoder_info, vocabulary, max_caption_length, batch_size,
-                 bar) -> None:
+                 bar, mirrored=False) -> None:
     """Writes shard `name` of `items`, whose `_decode` results `decoded` yields lazily (same order)."""
     path = os.path.join(out_dir, name)
     tmp = path + _TMP
@@ -249,10 +259,13 @@ def _write_shard(out_dir, name, items, decoded, encoder, encoder_info, vocabular
                 return
             pixels = np.stack([image for _, image, _ in batch])  # (B, S, S, 3)
             feats = np.asarray(encoder(pixels))  # (B, L, D)
-            for (record, _, tokens), features in zip(batch, feats):  # tokens (N, T)
+            # the mirrored photos: columns reversed (B, S, S, 3) -> (B, L, D); None per image without the view
+            mirror_feats = np.asarray(encoder(np.ascontiguousarray(pixels[:, :, ::-1]))) if mirrored \
+                else [None] * len(batch)
+            for (record, _, tokens), features, mirror in zip(batch, feats, mirror_feats):  # tokens (N, T)
                 try:
                     example = tfrecord.serialize_example(record.image_id, record.image_path, record.split,
-                                                         features, list(record.captions), tokens)
+                                                         features, list(record.captions), tokens, mirror)
                 except tfrecord.FeatureValueError as e:  # NaN/Inf or float16 overflow: skip the image, not the run
                     skipped.append({"image_id": record.image_id, "path": record.image_path,
                                     "reason": f"{e.reason} from the encoder"})
@@ -280,12 +293,13 @@ def _write_shard(out_dir, name, items, decoded, encoder, encoder_info, vocabular
     result = _ShardResult(file=name, split=items[0].split, images=images, captions=captions,
                           bytes=os.path.getsize(tmp), sha256=sha256_file(tmp), length_histogram=dict(lengths),
                           skipped=skipped, encoder=encoder_info, vocabulary_checksum=vocabulary.checksum(),
-                          max_caption_length=max_caption_length)
+                          max_caption_length=max_caption_length, mirrored_views=mirrored)
     write_json(path + _SIDECAR, dataclasses.asdict(result))  # sidecar first: a final-named shard always has one
     os.replace(tmp, path)
 
 
-def _manifest(out_dir, plan, encoder_info, vocabulary, max_caption_length, shard_size, reader_report) -> dict:
+def _manifest(out_dir, plan, encoder_info, vocabulary, max_caption_length, shard_size, reader_report,
+              mirrored=False) -> dict:
     splits: dict[str, dict] = {}
     skipped: list[dict[str, str]] = []
     for name, _ in plan:
@@ -306,6 +320,7 @@ def _manifest(out_dir, plan, encoder_info, vocabulary, max_caption_length, shard
         "encoder": encoder_info,
         "feature_shape": [int(encoder_info["num_locations"]), int(encoder_info["feature_dim"])],
         "feature_dtype": "float16",
+        "mirrored_views": bool(mirrored),
         "vocabulary": {"file": VOCAB, "size": len(vocabulary), "checksum": vocabulary.checksum()},
         "max_caption_length": max_caption_length,
         "shard_size": shard_size,
@@ -333,11 +348,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--max-caption-length", type=int, default=DataConfig.max_caption_length)
     parser.add_argument("--shard-size", type=int, default=DataConfig.shard_size)
     parser.add_argument("--coco-annotations", default="")
+    parser.add_argument("--mirrored", action="store_true",
+                        help="also store the features of each horizontally mirrored photo (for training "
+                             "augmentation, data.mirror_probability, and `evaluate --mirror`)")
     args = parser.parse_args(argv)
     config = DataConfig(dataset=args.dataset, data_dir=args.data_dir, features_dir=args.out, encoder=args.encoder,
                         encoder_layer=args.layer, image_size=args.image_size, min_count=args.min_count,
                         max_vocab=args.max_vocab, max_caption_length=args.max_caption_length,
-                        shard_size=args.shard_size, coco_annotations=args.coco_annotations)
+                        shard_size=args.shard_size, coco_annotations=args.coco_annotations,
+                        mirrored_views=args.mirrored)
     manifest = prepare_features(config, args.out)
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['images']} images, {info['captions']} captions, {len(info['shards'])} shards")

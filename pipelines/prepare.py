@@ -78,8 +78,10 @@ def encoder_info(config: DataConfig, weights: str = "imagenet") -> dict:
 
 
 def _matches(manifest: dict, config: DataConfig, info: dict) -> bool:
+    # features with mirrored views serve a config that does not ask for them (the extra view is never read)
     return (manifest.get("encoder") == info and manifest.get("max_caption_length") == config.max_caption_length
-            and manifest.get("vocabulary_settings") == _vocab_settings(config))
+            and manifest.get("vocabulary_settings") == _vocab_settings(config)
+            and (manifest.get("mirrored_views", False) or not config.mirrored_views))
 
 
 def _vocab_settings(config: DataConfig) -> dict:
@@ -134,5 +136,6 @@ def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "i
                                 features_dir, max_caption_length=config.max_caption_length,
                                 shard_size=config.shard_size, batch_size=batch_size, progress=progress,
                                 reader_report=report.counts(),
-                                extra={"dataset": config.dataset, "vocabulary_settings": _vocab_settings(config)})
+                                extra={"dataset": config.dataset, "vocabulary_settings": _vocab_settings(config)},
+                                mirrored=config.mirrored_views)
     return manifest

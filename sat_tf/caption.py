@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hard-inference", choices=["expected", "argmax", "sample"], default=None,
                    help="hard attention: decode with the expected context, the most likely location or a sampled "
                         "one (default: the work dir's model.hard_inference)")
+    p.add_argument("--mirror", action="store_true",
+                   help="test-time mirroring: also caption each image mirrored left-right and average the next-word "
+                        "distributions of both views")
     p.add_argument("--beam-size", type=int, default=None, help="default: the work dir's train.beam_size")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--attention-map", default="", metavar="FILE.png",
@@ -48,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    captioner = ImageCaptioner(experiment)
+    captioner = ImageCaptioner(experiment, mirror=args.mirror)
     beam = args.beam_size or experiment.train_config.beam_size
     results = captioner.caption(args.images, beam_size=beam, max_length=args.max_length)
     failed = 0

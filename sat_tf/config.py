@@ -178,6 +178,12 @@ class DataConfig:
         eval_images: int. Images of eval_split decoded after each epoch (0 = all).
         coco_annotations: str. COCO only: the captions_*.json file.
         max_images: int. Use only the first max_images images of each split (0 = all): smoke runs and tests.
+        mirrored_views: bool. Extraction also stores the features of every horizontally mirrored photo (a second
+            encoder pass, twice the disk), for `mirror_probability` and `evaluate --mirror`.
+        mirror_probability: float in [0, 1]. Training augmentation: each training caption is paired with the
+            mirrored photo's features with this probability (drawn per caption and epoch from the seed, so runs
+            and resumes repeat). Needs `mirrored_views`. Captions are not changed: "left"/"right" are rare in
+            Flickr8k/COCO captions (documented in the README).
     """
 
     dataset: str = "scenes"
@@ -195,6 +201,8 @@ class DataConfig:
     eval_images: int = 0
     coco_annotations: str = ""
     max_images: int = 0
+    mirrored_views: bool = False
+    mirror_probability: float = 0.0
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -206,6 +214,11 @@ class DataConfig:
             raise ValueError(f"DataConfig.max_images must be >= 0, got {self.max_images!r}")
         if self.eval_images < 0:
             raise ValueError(f"DataConfig.eval_images must be >= 0, got {self.eval_images!r}")
+        if not 0.0 <= float(self.mirror_probability) <= 1.0:
+            raise ValueError(f"DataConfig.mirror_probability must be in [0, 1], got {self.mirror_probability!r}")
+        if self.mirror_probability and not self.mirrored_views:
+            raise ValueError("DataConfig.mirror_probability > 0 needs DataConfig.mirrored_views=true (features of "
+                             "the mirrored photos, extracted with --mirrored)")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

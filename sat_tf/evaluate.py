@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="rank beams by log p / length**alpha (default: the work dir's train.length_penalty)")
     p.add_argument("--allow-unk", action="store_true",
                    help="let the decoder emit <unk> (by default it is suppressed: no reference contains it)")
+    p.add_argument("--mirror", action="store_true",
+                   help="test-time mirroring: also decode every image mirrored left-right and average the "
+                        "next-word distributions of both views (features extracted with --mirrored)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images (0 = all)")
     p.add_argument("--out", default="", help="output dir for the JSON files (default: <workdir>/eval)")
     args = p.parse_args(argv)
@@ -57,12 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(experiment.captioner, experiment.vocabulary, experiment.input_features_dirs, split=split,
                           beam_size=beam, max_length=args.max_length or train.max_length, limit=args.limit,
                           length_penalty=train.length_penalty if args.length_penalty is None else args.length_penalty,
-                          suppress_unk=not args.allow_unk, scene_objects=objects, out_dir=out)
+                          suppress_unk=not args.allow_unk, scene_objects=objects, out_dir=out,
+                          mirror=args.mirror)
     except (FileNotFoundError, ValueError, FeatureError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{experiment.checkpoint_path}: {split} split, {len(result.decoded)} images, beam {beam} "
-          f"(coco-caption, 0-100)")
+    print(f"{experiment.checkpoint_path}: {split} split, {len(result.decoded)} images, beam {beam}"
+          f"{', mirrored views averaged' if args.mirror else ''} (coco-caption, 0-100)")
     print(result.scores.format_table())
     if result.grounding is not None:
         print(result.grounding)

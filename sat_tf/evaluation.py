@@ -17,9 +17,11 @@ import time
 
 import numpy as np
 
+from sat_tf.decoding.mirrored import mirrored_inputs, with_mirrored_views
 from sat_tf.files import write_json_atomic
 from sat_tf.metrics.coco_caption import CaptionScores, score_captions, write_coco_results
 from sat_tf.pipelines.dataset import evaluation_dataset, load_manifest
+from sat_tf.pipelines.tfrecord import MIRRORED
 from sat_tf.text.vocabulary import Vocabulary
 
 
@@ -50,15 +52,18 @@ class Decoded:
 
 def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str = "val", beam_size: int = 3,
                  max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
-                 suppress_unk: bool = True, verify: str = "sha256") -> list[Decoded]:
+                 suppress_unk: bool = True, verify: str = "sha256", mirror: bool = False) -> list[Decoded]:
     """Generates a caption for every image of `split` (the first `limit` images when limit > 0).
 
     `features_dir` is a feature directory, or for a multi-input CaptionEnsemble a list of them, one per input
-    (the same images in the same order, each from its own encoder)."""
+    (the same images in the same order, each from its own encoder). With `mirror`, every input's mirrored view is
+    read too and the captioner decodes both views as one model (`sat_tf.decoding.mirrored`)."""
     dirs = _feature_dirs(features_dir)
     depths = captioner.input_feature_dims if len(dirs) > 1 else [captioner.model_config.feature_dim]
     if len(depths) != len(dirs):
         raise ValueError(f"{len(dirs)} feature directories for a captioner that reads {len(depths)} input(s)")
+    if mirror:
+        captioner = with_mirrored_views(captioner)
     datasets = []
     for directory, depth in zip(dirs, depths):
         manifest = load_manifest(directory)
@@ -66,12 +71,14 @@ def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str 
             directory, batch_size, split=split, limit=limit, manifest=manifest,
             vocabulary_checksum=vocabulary.checksum(),
             # L may differ from training only if the encoder changed; D must match the model
-            feature_shape=(manifest["feature_shape"][0], depth), verify=verify))
+            feature_shape=(manifest["feature_shape"][0], depth), verify=verify, mirrored=mirror))
     results: list[Decoded] = []
     for batches in itertools.zip_longest(*datasets):
         _check_same_images(batches, dirs, split)
         batch = batches[0]
         annotations = batch["annotations"] if len(dirs) == 1 else tuple(b["annotations"] for b in batches)
+        if mirror:
+            annotations = mirrored_inputs(annotations, tuple(b[MIRRORED] for b in batches))
         out = captioner.generate(annotations, beam_size=beam_size, max_length=max_length,
                                  length_penalty=length_penalty, suppress_unk=suppress_unk)
         tokens = out["tokens"].numpy()  # (B, S)
@@ -141,7 +148,7 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
              max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
              suppress_unk: bool = True, scene_objects: dict | None = None,
              out_dir: str | None = None, metrics=("bleu", "meteor", "rouge", "cider"),
-             verify: str = "sha256") -> Evaluation:
+             verify: str = "sha256", mirror: bool = False) -> Evaluation:
     """Decodes and scores a split; writes `<out_dir>/captions_<split>.json` (COCO results format) and
     `<out_dir>/metrics_<split>.json` when out_dir is given.
 
@@ -155,11 +162,13 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         scene_objects: dict image_id -> objects, for the attention-grounding rate (embedded scenes dataset).
         out_dir: str or None. Where to write the JSON files.
         metrics: which coco-caption metrics to compute.
+        mirror: bool. Test-time mirroring: also decode each image's mirrored view, averaging the next-word
+            distributions of both (the features must have mirrored views).
     """
     start = time.perf_counter()
     decoded = decode_split(captioner, vocabulary, features_dir, split=split, beam_size=beam_size,
                            max_length=max_length, batch_size=batch_size, limit=limit,
-                           length_penalty=length_penalty, suppress_unk=suppress_unk, verify=verify)
+                           length_penalty=length_penalty, suppress_unk=suppress_unk, verify=verify, mirror=mirror)
     references = {d.image_id: d.references for d in decoded}
     candidates = {d.image_id: d.caption for d in decoded}
     scores = score_captions(references, candidates, metrics=metrics)
@@ -174,7 +183,8 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
     result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start,
                         decoding={"beam_size": beam_size, "max_length": max_length, "length_penalty": length_penalty,
-                                  "suppress_unk": suppress_unk, **_decoder_info(captioner)})
+                                  "suppress_unk": suppress_unk, "mirror": mirror,
+                                  **_decoder_info(with_mirrored_views(captioner) if mirror else captioner)})
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_coco_results(os.path.join(out_dir, f"captions_{split}.json"), candidates)

@@ -37,12 +37,20 @@ class ImageCaptioner:
         experiment: from `sat_tf.workdir.load_captioner` (or `load_ensemble`: an ensemble over several encoders
             gets one encoder per input, each image resized for each).
         weights: encoder weights ("imagenet" as at extraction; None only for tests with random features).
+        mirror: bool. Test-time mirroring: every image is also encoded mirrored left-right and the decoder averages
+            both views' next-word distributions (`sat_tf.decoding.mirrored`); figures show the photo's attention.
     """
 
-    def __init__(self, experiment: Experiment, weights: str | None = "imagenet"):
+    def __init__(self, experiment: Experiment, weights: str | None = "imagenet", mirror: bool = False):
         from sat_tf.models.encoder import build_encoder, encoder_spec
 
         self.experiment = experiment
+        self.mirror = mirror
+        self.decoder = experiment.captioner
+        if mirror:
+            from sat_tf.decoding.mirrored import with_mirrored_views
+
+            self.decoder = with_mirrored_views(experiment.captioner)  # built once: its compiled search is cached
         self.specs, self.encoders = [], []
         for source in experiment.inputs or [experiment]:
             data = source.data_config
@@ -66,11 +74,17 @@ class ImageCaptioner:
         vocabulary = self.experiment.vocabulary
         for start in range(0, len(good), batch_size):
             chunk = good[start:start + batch_size]
-            annotations = [encoder(np.stack([images[k] for _, images in chunk]), training=False)  # (B, L, D)
-                           for k, encoder in enumerate(self.encoders)]
+            pixels = [np.stack([images[k] for _, images in chunk]) for k in range(len(self.encoders))]  # (B, S, S, 3)
+            annotations = [encoder(x, training=False) for x, encoder in zip(pixels, self.encoders)]  # (B, L, D)
+            inputs = annotations[0] if len(annotations) == 1 else tuple(annotations)
+            if self.mirror:
+                from sat_tf.decoding.mirrored import mirrored_inputs
+
+                inputs = mirrored_inputs(inputs, tuple(encoder(np.ascontiguousarray(x[:, :, ::-1]), training=False)
+                                                       for x, encoder in zip(pixels, self.encoders)))
             train = self.experiment.train_config
-            out = self.experiment.captioner.generate(
-                annotations[0] if len(annotations) == 1 else tuple(annotations), beam_size=beam_size,
+            out = self.decoder.generate(
+                inputs, beam_size=beam_size,
                 max_length=max_length, length_penalty=train.length_penalty, suppress_unk=train.suppress_unk)
             tokens, alphas = out["tokens"].numpy(), out["alpha"].numpy()  # (B, T), (B, T, L)
             locations = out["location"].numpy() if "location" in out else None

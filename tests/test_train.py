@@ -326,3 +326,39 @@ def test_an_ensemble_over_two_encoders_reads_each_members_own_features(features_
     assert caption_main(["--workdir", hard_workdir, "--ensemble", other, "--beam-size", "2",
                          "--attention-map", figure, image]) == 0
     assert image in capsys.readouterr().out and os.path.exists(figure)
+
+
+def test_mirrored_views_train_evaluate_and_caption(features_dir, hard_workdir, tmp_path, capsys):
+    """data.mirrored_views extracts both views, data.mirror_probability trains on them, and `--mirror` decodes
+    both views as one model in evaluate and caption; features without the view are refused by name."""
+    from sat_tf.caption import main as caption_main
+    from sat_tf.evaluate import main as evaluate_main
+
+    mirrored_features = str(tmp_path / "features_mirrored")
+    model, train, data = _tiny(mirrored_features, epochs=1)
+    data = dataclasses.replace(data, mirrored_views=True, mirror_probability=0.5)
+    workdir = str(tmp_path / "mirror")
+    result = trainer.train(workdir, model, train, data, verbose=0, final_evaluation=False, tensorboard=False)
+    assert result.epochs_done == 1
+    manifest = json.load(open(os.path.join(mirrored_features, "manifest.json")))
+    assert manifest["mirrored_views"] is True
+    assert wd.load_experiment(workdir).data_config.mirror_probability == 0.5
+
+    out = str(tmp_path / "eval")
+    capsys.readouterr()
+    assert evaluate_main(["--workdir", workdir, "--mirror", "--limit", "6", "--beam-size", "2", "--out", out]) == 0
+    assert "mirrored views averaged" in capsys.readouterr().out
+    metrics = json.load(open(os.path.join(out, "metrics_val.json")))
+    assert metrics["decoding"]["mirror"] is True
+    assert [m["input"] for m in metrics["decoding"]["ensemble"]["members"]] == [0, 1]
+    assert len(json.load(open(os.path.join(out, "captions_val.json")))) == 6
+
+    # caption mirrors the pixels itself, so any work dir can (this one's one-epoch captions are not empty)
+    image = os.path.join(features_dir, "scenes", "images", "val_00000.png")
+    figure = str(tmp_path / "mirror.png")
+    assert caption_main(["--workdir", hard_workdir, "--mirror", "--beam-size", "2", "--attention-map", figure,
+                         image]) == 0
+    assert image in capsys.readouterr().out and os.path.exists(figure)
+
+    assert evaluate_main(["--workdir", hard_workdir, "--mirror", "--limit", "2"]) == 1  # plain features
+    assert f"{features_dir} has no mirrored views" in capsys.readouterr().err

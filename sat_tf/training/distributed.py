@@ -628,7 +628,8 @@ def train_with_strategy(workdir: str, model_config: ModelConfig, train_config: T
     def dataset_fn(context: tf.distribute.InputContext, epoch: int) -> tf.data.Dataset:
         return training_dataset(features_dir, cfg.batch_size, split=data.train_split, epoch=epoch, seed=cfg.seed,
                                 input_context=context, manifest=manifest, vocabulary_checksum=checksum,
-                                feature_shape=feature_shape, verify="size")
+                                feature_shape=feature_shape, verify="size",
+                                mirror_probability=data.mirror_probability)
 
     progress = {"best_bleu4": tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_bleu4"),
                 "best_epoch": tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch"),

@@ -313,7 +313,8 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
         ds = training_dataset(features_dir, cfg.batch_size, split=data.train_split, epoch=initial_epoch,
                               seed=cfg.seed, num_epochs=cfg.epochs - initial_epoch, manifest=manifest,
                               vocabulary_checksum=manifest_vocab,
-                              feature_shape=(manifest["feature_shape"][0], experiment.model_config.feature_dim))
+                              feature_shape=(manifest["feature_shape"][0], experiment.model_config.feature_dim),
+                              mirror_probability=data.mirror_probability)
         callbacks = [end]
         if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(experiment.path(wd.LOGS), update_freq=50,
