@@ -77,6 +77,22 @@ def encoder_info(config: DataConfig, weights: str = "imagenet") -> dict:
     return encoder_spec(config.encoder, config.encoder_layer or None, weights, config.image_size).to_dict()
 
 
+def check_encoder(features_dir: str, config: DataConfig) -> dict:
+    """The manifest of `features_dir`, refused by name unless its features come from the encoder, layer and image
+    size that `config` names (the vocabulary and the depth are checked where the shards are read)."""
+    from sat_tf.pipelines.dataset import FeatureError, load_manifest
+
+    manifest = load_manifest(features_dir)
+    recorded = manifest.get("encoder") or {}
+    wanted = encoder_info(config, recorded.get("weights", "imagenet"))
+    different = {k: (recorded.get(k), wanted[k]) for k in ("name", "layer", "image_size", "grid", "feature_dim")
+                 if recorded.get(k) != wanted.get(k)}
+    if different:
+        raise FeatureError(f"{features_dir} holds features of another encoder than the model was trained on "
+                           f"(features, model): {different}")
+    return manifest
+
+
 def _matches(manifest: dict, config: DataConfig, info: dict) -> bool:
     # features with mirrored views serve a config that does not ask for them (the extra view is never read)
     return (manifest.get("encoder") == info and manifest.get("max_caption_length") == config.max_caption_length

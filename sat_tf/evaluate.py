@@ -33,13 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mirror", action="store_true",
                    help="test-time mirroring: also decode every image mirrored left-right and average the "
                         "next-word distributions of both views (features extracted with --mirrored)")
+    p.add_argument("--features-dir", nargs="+", default=None, metavar="DIR",
+                   help="read the features from DIR instead of the work dir's data.features_dir (for an ensemble "
+                        "over several encoders one DIR per encoder, in the order they first appear), e.g. the same "
+                        "encoder's features re-extracted with --mirrored; refused unless the encoder matches")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images (0 = all)")
     p.add_argument("--out", default="", help="output dir for the JSON files (default: <workdir>/eval)")
     args = p.parse_args(argv)
 
     from sat_tf.evaluation import evaluate
     from sat_tf.pipelines.dataset import FeatureError
-    from sat_tf.pipelines.prepare import scenes_dir
+    from sat_tf.pipelines.prepare import check_encoder, scenes_dir
     from sat_tf.workdir import load_captioner, load_ensemble
 
     try:
@@ -54,10 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sat_tf.pipelines.sources.scenes import read_scene_objects
 
             objects = read_scene_objects(scenes_dir(data, experiment.features_dir))
+        features = experiment.input_features_dirs
+        if args.features_dir:
+            sources = experiment.inputs or [experiment]
+            if len(args.features_dir) != len(sources):
+                raise ValueError(f"--features-dir got {len(args.features_dir)} directories for a model that reads "
+                                 f"{len(sources)} input(s) (one per encoder)")
+            for directory, source in zip(args.features_dir, sources):
+                check_encoder(directory, source.data_config)
+            features = args.features_dir if len(sources) > 1 else args.features_dir[0]
         split = args.split or data.eval_split
         beam = args.beam_size or train.beam_size
         out = args.out or os.path.join(args.workdir, "eval")
-        result = evaluate(experiment.captioner, experiment.vocabulary, experiment.input_features_dirs, split=split,
+        result = evaluate(experiment.captioner, experiment.vocabulary, features, split=split,
                           beam_size=beam, max_length=args.max_length or train.max_length, limit=args.limit,
                           length_penalty=train.length_penalty if args.length_penalty is None else args.length_penalty,
                           suppress_unk=not args.allow_unk, scene_objects=objects, out_dir=out,

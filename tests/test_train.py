@@ -362,3 +362,20 @@ def test_mirrored_views_train_evaluate_and_caption(features_dir, hard_workdir, t
 
     assert evaluate_main(["--workdir", hard_workdir, "--mirror", "--limit", "2"]) == 1  # plain features
     assert f"{features_dir} has no mirrored views" in capsys.readouterr().err
+    # a model trained without mirrored views reads the same encoder's features re-extracted with them
+    plain, mirrored = str(tmp_path / "plain"), str(tmp_path / "mirrored")
+    assert evaluate_main(["--workdir", hard_workdir, "--limit", "6", "--beam-size", "2", "--out", plain]) == 0
+    assert evaluate_main(["--workdir", hard_workdir, "--features-dir", mirrored_features, "--limit", "6",
+                          "--beam-size", "2", "--out", mirrored]) == 0
+    assert json.load(open(os.path.join(mirrored, "captions_val.json"))) == \
+        json.load(open(os.path.join(plain, "captions_val.json")))  # the photo's view is the same features
+    assert evaluate_main(["--workdir", hard_workdir, "--features-dir", mirrored_features, "--mirror", "--limit",
+                          "6", "--beam-size", "2", "--out", mirrored]) == 0
+    assert json.load(open(os.path.join(mirrored, "metrics_val.json")))["decoding"]["mirror"] is True
+    capsys.readouterr()
+    assert evaluate_main(["--workdir", hard_workdir, "--features-dir", mirrored_features, features_dir]) == 1
+    assert "got 2 directories for a model that reads 1 input" in capsys.readouterr().err
+    manifest["encoder"]["image_size"] = 160
+    json.dump(manifest, open(os.path.join(mirrored_features, "manifest.json"), "w"))
+    assert evaluate_main(["--workdir", hard_workdir, "--features-dir", mirrored_features, "--limit", "2"]) == 1
+    assert f"{mirrored_features} holds features of another encoder" in capsys.readouterr().err
