@@ -2,6 +2,7 @@
 
     python -m sat_tf.export --workdir runs/flickr8k --out exports [--name sat_tf] [--version 1] [--beam-size 3]
         [--formats saved_model,tflite,keras] [--which best|latest] [--tflite-variants float32,float16,int8]
+        [--ensemble DIR... [--combine probability|log_probability]] [--mirror]
 
 writes
 
@@ -9,6 +10,9 @@ writes
                                      assets/config.json
     <out>/<name>_tflite/             captioner_*.tflite, decoder_steps_*.tflite, vocab.txt, config.json
     <out>/<name>_keras/              captioner.keras, encoder.keras, vocab.txt, config.json
+
+With --ensemble (more work dirs decoding with --workdir as one model) or --mirror (test-time mirroring) only the
+SavedModel is written: TFLite and Keras files hold one Captioner.
 
 The work is done by `export.saved_model`, `export.tflite` and `export.keras_format`; this file parses flags.
 """
@@ -32,28 +36,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--version", type=int, default=1, help="SavedModel version subdirectory")
     parser.add_argument("--beam-size", type=int, default=3, help="beam width of the SavedModel (fixed at export)")
     parser.add_argument("--length-penalty", type=float, default=0.0, help="rank beams by log p / length**alpha")
-    parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {FORMATS}")
+    parser.add_argument("--formats", default="", help=f"comma-separated subset of {FORMATS} (default: all; "
+                                                      f"saved_model with --ensemble or --mirror)")
+    parser.add_argument("--ensemble", nargs="+", default=[], metavar="DIR",
+                        help="more work dirs decoding with --workdir as one model (SavedModel only)")
+    parser.add_argument("--combine", choices=["probability", "log_probability"], default="probability",
+                        help="ensemble: average the probabilities (default) or the log-probabilities")
+    parser.add_argument("--mirror", action="store_true",
+                        help="test-time mirroring: also decode each image mirrored left-right (SavedModel only)")
     parser.add_argument("--which", default="best", help="checkpoint: best, latest or a checkpoint prefix")
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="encoder weights the features were extracted with: imagenet or a file path")
     parser.add_argument("--tflite-variants", default="float32,float16,int8", help="TFLite variants")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing SavedModel version")
     args = parser.parse_args(argv)
-    args.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    composite = bool(args.ensemble or args.mirror)
+    args.formats = [f.strip() for f in args.formats.split(",") if f.strip()] or (
+        ["saved_model"] if composite else list(FORMATS))
     unknown = sorted(set(args.formats) - set(FORMATS))
-    if unknown or not args.formats:
+    if unknown:
         parser.error(f"unknown --formats {unknown}; choose from {FORMATS}")
+    if composite and args.formats != ["saved_model"]:
+        parser.error("--ensemble and --mirror export a SavedModel only (--formats saved_model): TFLite and Keras "
+                     "files hold one Captioner")
     args.tflite_variants = [v.strip() for v in args.tflite_variants.split(",") if v.strip()]
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sat_tf.export.source import load_source
+    from sat_tf.export.source import load_ensemble_source
 
-    source = load_source(args.workdir, args.which, encoder_weights=args.encoder_weights)
-    print(f"exporting {source.checkpoint_path} (encoder {source.encoder_spec.name}/{source.encoder_spec.layer}, "
-          f"{source.image_size}px)")
+    source = load_ensemble_source([args.workdir, *args.ensemble], args.which, encoder_weights=args.encoder_weights,
+                                  combine=args.combine, mirror=args.mirror)
+    encoders = ", ".join(f"{spec.name}/{spec.layer} {spec.image_size}px" for spec in source.encoder_specs)
+    print(f"exporting {source.checkpoint_path} (encoder {encoders}{', mirrored views' if source.mirror else ''})")
     if "saved_model" in args.formats:
         from sat_tf.export.saved_model import export_saved_model
 

@@ -31,6 +31,7 @@ def export_keras(source: ExportSource, out_dir: str) -> dict[str, str]:
     Returns:
         {"captioner": path, "encoder": path, "vocabulary": path, "config": path}.
     """
+    source.refuse_composite("the Keras format")
     os.makedirs(out_dir, exist_ok=True)
     paths = {"captioner": os.path.join(out_dir, CAPTIONER_FILE), "encoder": os.path.join(out_dir, ENCODER_FILE)}
     source.captioner.save(paths["captioner"])

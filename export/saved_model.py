@@ -13,11 +13,17 @@ Signatures (tag `serve`, method `tensorflow/serving/predict`):
                                                of width K (fixed at export), detokenise
     greedy           image_bytes string (B,)  the same with greedy decoding
     from_features    annotations float32 (B, L, D), precomputed encoder features -> beam search of width K
+                     (an ensemble over several encoders takes annotations, annotations_1, ...; test-time
+                     mirroring adds annotations_mirrored[_i], the features of the mirrored images)
 
     outputs, each signature: captions string (B,), tokens int32 (B, S) (<end> included, then <pad>), lengths
     int32 (B,) (tokens up to and including <end>), scores float32 (B,) (the beam's ranking score), log_probs
     float32 (B,), alpha float32 (B, S, L) (attention maps per step, zero after <end>; reshape L to the grid in
     config.json), and for hard attention location int32 (B, S).
+
+An ensemble of work dirs (`export.source.load_ensemble_source`) exports the same way: each image is decoded and
+resized once per encoder input size, every encoder runs, and the beam search runs over the members' averaged
+next-word distributions; with mirroring each encoder also sees the image mirrored left-right.
 
 Built with `keras.export.ExportArchive` from tf.functions that already carry their input signature, so
 autograph and the decoding `tf.while_loop`s trace the same way as in `Captioner.generate`. Nothing in the graph
@@ -92,12 +98,11 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    captioner, encoder = source.captioner, source.encoder
-    size, max_tokens = source.image_size, source.max_tokens
-    depth = source.model_config.feature_dim
+    decoder, max_tokens = source.decoder(), source.max_tokens
+    specs = source.encoder_specs
 
     def caption(annotations, k: int):
-        out = captioner.decode(annotations, beam_size=k, max_length=max_tokens, length_penalty=length_penalty)
+        out = decoder.decode(annotations, beam_size=k, max_length=max_tokens, length_penalty=length_penalty)
         if k > 1:
             out = {name: value[:, 0] for name, value in out.items()}  # the best beam (beams come sorted)
         result = {"captions": detokenizer(out["tokens"]), "tokens": out["tokens"], "lengths": out["lengths"],
@@ -107,11 +112,21 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
         return result
 
     def encode(image_bytes):
-        images = decode_images(image_bytes, size, max_pixels=max_pixels, name=INPUT_BYTES)  # (B, S, S, 3)
-        return encoder(images, training=False)  # (B, L, D)
+        resized, photo, mirrored = {}, [], []
+        for encoder, spec in zip(source.encoders, specs):
+            if spec.image_size not in resized:  # decode once per input size
+                resized[spec.image_size] = decode_images(image_bytes, spec.image_size, max_pixels=max_pixels,
+                                                         name=INPUT_BYTES)  # (B, S, S, 3)
+            images = resized[spec.image_size]
+            photo.append(encoder(images, training=False))  # (B, L_i, D_i)
+            if source.mirror:
+                mirrored.append(encoder(tf.reverse(images, axis=[2]), training=False))  # columns reversed
+        return _decoder_inputs(photo, mirrored, source.mirror)
 
     bytes_spec = tf.TensorSpec([None], tf.string, name=INPUT_BYTES)
-    features_spec = tf.TensorSpec([None, None, depth], tf.float32, name=INPUT_FEATURES)
+    names = feature_input_names(source)
+    depths = [spec.feature_dim for spec in specs] * (2 if source.mirror else 1)
+    features_specs = [tf.TensorSpec([None, None, d], tf.float32, name=n) for n, d in zip(names, depths)]
 
     @tf.function(input_signature=[bytes_spec])
     def serving_default(image_bytes):
@@ -121,14 +136,32 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
     def greedy(image_bytes):
         return caption(encode(image_bytes), 1)
 
-    @tf.function(input_signature=[features_spec])
-    def from_features(annotations):
-        return caption(annotations, beam_size)
+    @tf.function(input_signature=features_specs)
+    def from_features(*annotations):  # annotations[, annotations_1, ...][, annotations_mirrored, ...]
+        count = len(specs)
+        return caption(_decoder_inputs(list(annotations[:count]), list(annotations[count:]), source.mirror),
+                       beam_size)
 
     functions = {"serving_default": serving_default, "greedy": greedy, "from_features": from_features}
     for fn in functions.values():
         fn.get_concrete_function()  # ExportArchive takes traced tf.functions
     return functions
+
+
+def feature_input_names(source: ExportSource) -> list[str]:
+    """`from_features`' input names: annotations[_i] per encoder input i, then annotations_mirrored[_i]."""
+    names = [INPUT_FEATURES + (f"_{i}" if i else "") for i in range(len(source.encoder_specs))]
+    return names + ([name.replace(INPUT_FEATURES, INPUT_FEATURES + "_mirrored", 1) for name in names]
+                    if source.mirror else [])
+
+
+def _decoder_inputs(photo: list, mirrored: list, mirror: bool):
+    """What the decoder reads: one (B, L, D) tensor, a tuple per encoder, then the mirrored views with `mirror`."""
+    if mirror:
+        from sat_tf.decoding.mirrored import mirrored_inputs
+
+        return mirrored_inputs(tuple(photo), tuple(mirrored))
+    return photo[0] if len(photo) == 1 else tuple(photo)
 
 
 def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf", version: int = 1,
@@ -170,13 +203,14 @@ def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf",
         archive.write_out(staging, verbose=False)
         payload = export_config(
             source, "saved_model", beam_size=beam_size, length_penalty=length_penalty, max_pixels=max_pixels,
-            signatures={endpoint: {"inputs": [INPUT_FEATURES if endpoint == "from_features" else INPUT_BYTES],
-                                   "outputs": list(OUTPUTS) + (["location"] if source.captioner.is_hard else []),
+            signatures={endpoint: {"inputs": feature_input_names(source) if endpoint == "from_features"
+                                   else [INPUT_BYTES],
+                                   "outputs": list(OUTPUTS) + (["location"] if source.decoder().is_hard else []),
                                    "beam_size": 1 if endpoint == "greedy" else beam_size}
                         for endpoint in functions},
             tag=TAG, method_name=METHOD_NAME)
         write_config(os.path.join(staging, "assets"), payload)
-        write_warmup_requests(staging, name, source.image_size)
+        write_warmup_requests(staging, name, max(spec.image_size for spec in source.encoder_specs))
         # The version directory appears complete or not at all: TF Serving polls the base path and would otherwise
         # try to load a half-written version. (mkdtemp made it private; a server may run as another user.)
         os.chmod(staging, 0o755)

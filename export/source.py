@@ -5,6 +5,11 @@ Training works on precomputed annotations (the paper's frozen-CNN setting), so a
 the Captioner. An exported model takes images, so `load_source` rebuilds the encoder the features were extracted
 with (`DataConfig.encoder`, `encoder_layer`, `image_size`) and checks that its depth D is the Captioner's.
 
+`load_ensemble_source` does the same for several work dirs decoding as one model (`sat_tf.decoding.ensemble`),
+with one encoder per input where the members were trained on different encoders, and optionally test-time
+mirroring (`sat_tf.decoding.mirrored`). Such a composite source exports as a SavedModel only: TFLite and Keras
+files hold one Captioner.
+
 Shapes: B batch, S image side, L locations, D depth.
 """
 
@@ -40,7 +45,11 @@ class ExportSource:
         vocabulary: Vocabulary. Token ids -> words.
         model_config, train_config, data_config: the work dir's configs.
         encoder_spec: EncoderSpec. What the encoder is (grid, D, image size), written into config.json.
-        checkpoint_path: str or None. The checkpoint the decoder weights came from.
+        checkpoint_path: str or None. The checkpoint the decoder weights came from (comma-separated for an
+            ensemble).
+        more_encoders, more_specs: the encoders (and specs) of inputs 1, 2, ... of a CaptionEnsemble over several
+            encoders (`encoder` computes input 0).
+        mirror: bool. Test-time mirroring: the decoder also reads every input's features of the mirrored image.
     """
 
     captioner: Captioner
@@ -51,14 +60,50 @@ class ExportSource:
     data_config: DataConfig
     encoder_spec: EncoderSpec
     checkpoint_path: str | None = None
+    more_encoders: list = dataclasses.field(default_factory=list)
+    more_specs: list = dataclasses.field(default_factory=list)
+    mirror: bool = False
 
     def __post_init__(self):
         self.vocabulary.check_model_config(self.model_config)
-        depth = self.encoder.output_shape[-1]
-        if depth != self.model_config.feature_dim:
-            raise ValueError(f"the encoder gives D={depth} features but the Captioner expects "
-                             f"feature_dim={self.model_config.feature_dim}: DataConfig.encoder/encoder_layer do not "
-                             f"match the model that was trained")
+        wanted = (self.captioner.input_feature_dims if getattr(self.captioner, "multi_input", False)
+                  else [self.model_config.feature_dim])
+        if len(wanted) != len(self.encoders) or len(self.more_specs) != len(self.more_encoders):
+            raise ValueError(f"the decoder reads {len(wanted)} input(s) but {len(self.encoders)} encoder(s) were "
+                             f"given")
+        for i, (encoder, depth) in enumerate(zip(self.encoders, wanted)):
+            if encoder.output_shape[-1] != depth:
+                raise ValueError(f"the encoder of input {i} gives D={encoder.output_shape[-1]} features but the "
+                                 f"decoder expects feature_dim={depth}: DataConfig.encoder/encoder_layer do not "
+                                 f"match the model that was trained")
+
+    @property
+    def encoders(self) -> list:
+        """The encoder of every input (one unless the decoder is an ensemble over several encoders)."""
+        return [self.encoder, *self.more_encoders]
+
+    @property
+    def encoder_specs(self) -> list[EncoderSpec]:
+        return [self.encoder_spec, *self.more_specs]
+
+    @property
+    def composite(self) -> bool:
+        """An ensemble or test-time mirroring: more than one Captioner step per word (SavedModel only)."""
+        return self.mirror or not isinstance(self.captioner, Captioner)
+
+    def decoder(self):
+        """What decodes the inputs: the captioner, or with `mirror` it wrapped to read both views."""
+        if not self.mirror:
+            return self.captioner
+        from sat_tf.decoding.mirrored import with_mirrored_views
+
+        return with_mirrored_views(self.captioner)
+
+    def refuse_composite(self, fmt: str) -> None:
+        """A clear error where a one-Captioner format is asked of an ensemble or a mirrored source."""
+        if self.composite:
+            raise ValueError(f"{fmt} holds one Captioner: an ensemble or test-time mirroring exports as a "
+                             f"SavedModel only (--formats saved_model); export each member for {fmt}")
 
     @property
     def image_size(self) -> int:
@@ -87,17 +132,57 @@ def load_source(workdir: str, which: str = "best", encoder_weights: str | None =
     source = source_from_models(experiment.captioner, experiment.vocabulary, experiment.model_config,
                                 experiment.train_config, experiment.data_config, encoder_weights=encoder_weights,
                                 checkpoint_path=experiment.checkpoint_path)
-    manifest_path = os.path.join(experiment.features_dir, MANIFEST)
-    if os.path.isfile(manifest_path):
-        with open(manifest_path, encoding="utf-8") as f:
-            recorded = json.load(f).get("encoder") or {}
-        rebuilt = source.encoder_spec.to_dict()
-        different = {k: (recorded[k], rebuilt.get(k)) for k in recorded if recorded[k] != rebuilt.get(k)}
-        if different:
-            raise ValueError(f"the encoder rebuilt for export differs from the one in {manifest_path} "
-                             f"(recorded, rebuilt): {different}; pass the encoder weights the features were "
-                             f"extracted with (--encoder-weights)")
+    _check_manifest(experiment.features_dir, source.encoder_spec)
     return source
+
+
+def load_ensemble_source(workdirs, which: str = "best", encoder_weights: str | None = "imagenet",
+                         combine: str = "probability", mirror: bool = False) -> ExportSource:
+    """Several work dirs as one exported model (`sat_tf.workdir.load_ensemble`): one encoder per input, each
+    checked against its features' manifest like `load_source`; with `mirror`, test-time mirroring.
+
+    Args:
+        workdirs: str per member (the first gives the configs written into config.json).
+        which, encoder_weights: see `load_source`.
+        combine: "probability" or "log_probability" (see `CaptionEnsemble`).
+        mirror: bool. Decode the image and its mirror image as one model.
+    """
+    from sat_tf.workdir import load_ensemble
+
+    workdirs = list(workdirs)
+    if len(workdirs) == 1:
+        source = load_source(workdirs[0], which, encoder_weights)
+        source.mirror = bool(mirror)
+        return source
+    experiment = load_ensemble(workdirs, which, combine=combine)
+    sources = experiment.inputs or [experiment]
+    specs, encoders = [], []
+    for member in sources:
+        layer = member.data_config.encoder_layer or None
+        spec = encoder_spec(member.data_config.encoder, layer, encoder_weights, member.data_config.image_size)
+        _check_manifest(member.features_dir, spec)
+        specs.append(spec)
+        encoders.append(build_encoder(member.data_config.encoder, layer, encoder_weights,
+                                      member.data_config.image_size))
+    return ExportSource(experiment.captioner, encoders[0], experiment.vocabulary, experiment.model_config,
+                        experiment.train_config, experiment.data_config, specs[0], experiment.checkpoint_path,
+                        more_encoders=encoders[1:], more_specs=specs[1:], mirror=bool(mirror))
+
+
+def _check_manifest(features_dir: str, spec: EncoderSpec) -> None:
+    """Where the features' manifest exists, the rebuilt encoder must be the one it records (name, layer, image
+    size, depth and weights), otherwise the served model would see other features than the decoder learnt on."""
+    manifest_path = os.path.join(features_dir, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        return
+    with open(manifest_path, encoding="utf-8") as f:
+        recorded = json.load(f).get("encoder") or {}
+    rebuilt = spec.to_dict()
+    different = {k: (recorded[k], rebuilt.get(k)) for k in recorded if recorded[k] != rebuilt.get(k)}
+    if different:
+        raise ValueError(f"the encoder rebuilt for export differs from the one in {manifest_path} "
+                         f"(recorded, rebuilt): {different}; pass the encoder weights the features were "
+                         f"extracted with (--encoder-weights)")
 
 
 def source_from_models(captioner: Captioner, vocabulary: Vocabulary, model_config: ModelConfig,
@@ -133,6 +218,9 @@ def export_config(source: ExportSource, fmt: str, **details: Any) -> dict[str, A
         "keras_version": keras.__version__,
         "checkpoint": source.checkpoint_path,
         "encoder": source.encoder_spec.to_dict(),
+        **({"encoders": [spec.to_dict() for spec in source.encoder_specs]} if source.more_specs else {}),
+        **({"ensemble": source.captioner.describe()} if hasattr(source.captioner, "describe") else {}),
+        "mirror": source.mirror,
         "image_size": source.image_size,
         "max_tokens": source.max_tokens,
         "vocabulary": {"file": VOCAB, "size": source.vocabulary.size, "sha256": source.vocabulary.checksum(),

@@ -236,6 +236,7 @@ def export_tflite(source: ExportSource, out_dir: str, variants=VARIANTS, models=
     Returns:
         One TFLiteArtifact per file.
     """
+    source.refuse_composite("TFLite")
     unknown = sorted(set(models) - set(MODELS)) + sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown TFLite models/variants {unknown}; models: {list(MODELS)}, variants: {VARIANTS}")
