@@ -38,6 +38,6 @@ def test_encoder_depth_must_match_the_decoder(source):
     from sat_tf.config import DataConfig
     from sat_tf.export.source import source_from_models
 
-    with pytest.raises(ValueError, match="D=80 features but the Captioner expects feature_dim=112"):
+    with pytest.raises(ValueError, match="D=80 features but the decoder expects feature_dim=112"):
         source_from_models(source.captioner, source.vocabulary, source.model_config, source.train_config,
                            DataConfig(image_size=IMAGE_SIZE, encoder_layer="stage4"), encoder_weights=None)
