@@ -1,6 +1,6 @@
 """Input-pipeline benchmark: extraction vs the encoder alone, tf.data vs training, peak memory vs dataset size.
 
-    python -m benchmarks.pipeline [--images 256] [--batch 64] [--encoder-layer top]
+    python -m benchmarks.pipeline [--images 256] [--batch 64] [--encoder-layer top] [--mirrored]
 
 Prints, all measured in this run on this machine:
 1. feature extraction images/sec (Pillow decode in threads + resize + encoder + TFRecord write) next to the
@@ -9,7 +9,8 @@ Prints, all measured in this run on this machine:
 2. `training_dataset` captions/sec from the shards next to what one training step consumes at the same batch size
    (the Flickr8k model: H = 512, E = A = 512 on the same features): goal ratio >= 5;
 3. peak RSS of a process that streams one epoch of 1x and 5x as many shards, both larger than the shuffle buffers
-   (2,000 and 10,000 images of 7x7x1280 features): goal equal (memory independent of the dataset size).
+   (2,000 and 10,000 images of 7x7x1280 features): goal equal (memory independent of the dataset size); with
+   --mirrored also for shards holding mirrored views streamed with mirror_probability 0.5 (the augmentation's cost).
 Images come from ../shared/flickr8k where present, else from the embedded scenes generator.
 """
 
@@ -106,14 +107,15 @@ _MEMORY_CHILD = """
 import resource, sys
 from sat_tf.pipelines.dataset import training_dataset
 n = 0
-for batch in training_dataset(sys.argv[1], 64, verify="size"):
+for batch in training_dataset(sys.argv[1], 64, verify="size", mirror_probability=float(sys.argv[2])):
     n += int(batch["tokens"].shape[0])
 print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def bench_memory(workdir: str, base_images: int = 2000, factor: int = 5) -> dict:
-    """Peak RSS streaming synthetic shards (7x7x1280 float16 features) of base_images and factor x base_images."""
+def bench_memory(workdir: str, base_images: int = 2000, factor: int = 5, mirrored: bool = False) -> dict:
+    """Peak RSS streaming synthetic shards (7x7x1280 float16 features) of base_images and factor x base_images;
+    `mirrored`: shards with mirrored views, streamed with mirror_probability 0.5."""
     from sat_tf.pipelines.extract import extract_features
     from sat_tf.pipelines.sources.record import CaptionRecord
     from sat_tf.text.vocabulary import Vocabulary
@@ -131,11 +133,12 @@ def bench_memory(workdir: str, base_images: int = 2000, factor: int = 5) -> dict
     out = {}
     for label, count in (("1x", base_images), (f"{factor}x", base_images * factor)):
         records = [CaptionRecord(f"i{i}", image, captions, "train") for i in range(count)]
-        directory = os.path.join(workdir, f"mem_{label}")
+        directory = os.path.join(workdir, f"mem_{label}{'_mirrored' if mirrored else ''}")
         extract_features(records, lambda x: noise[:len(x)], info, vocab, directory, shard_size=100,
-                         progress=False, load_image=lambda path, size: np.zeros((8, 8, 3), np.uint8))
-        child = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, directory], capture_output=True, text=True,
-                               check=True)
+                         progress=False, load_image=lambda path, size: np.zeros((8, 8, 3), np.uint8),
+                         mirrored=mirrored)
+        child = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, directory, "0.5" if mirrored else "0"],
+                               capture_output=True, text=True, check=True)
         n, rss_kb = child.stdout.split()[-2:]
         out[label] = {"images": count, "captions": int(n), "peak_rss_mb": int(rss_kb) / 1024}
     return out
@@ -147,6 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--encoder-layer", default="top")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--mirrored", action="store_true",
+                        help="also measure peak memory with mirrored views (mirror_probability 0.5)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as workdir:
         records, source = _records(args.images, workdir)
@@ -161,10 +166,11 @@ def main(argv=None) -> int:
         print(f"{'training step consumes (B=%d), captions/s' % args.batch:<52}{dt['train']:>12.1f}")
         print(f"{'tf.data from shards (B=%d), captions/s' % args.batch:<52}{dt['data']:>12.1f}"
               f"{dt['data'] / dt['train']:>10.1f}  data/train >= 5")
-        if not args.skip_memory:
-            mem = bench_memory(workdir)
+        for mirrored in ((False, True) if args.mirrored else (False,)) if not args.skip_memory else ():
+            mem = bench_memory(workdir, mirrored=mirrored)
+            kind = "mirrored " if mirrored else ""
             for label, m in mem.items():
-                print(f"{'peak RSS streaming %s shards (%d images), MB' % (label, m['images']):<52}"
+                print(f"{'peak RSS streaming %s %sshards (%d images), MB' % (label, kind, m['images']):<52}"
                       f"{m['peak_rss_mb']:>12.0f}")
             labels = list(mem)
             print(f"{'peak RSS ratio %s / %s' % (labels[1], labels[0]):<52}"
