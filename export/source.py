@@ -28,6 +28,7 @@ from sat_tf.files import write_json_atomic
 from sat_tf.models.captioner import Captioner
 from sat_tf.models.encoder import EncoderSpec, build_encoder, encoder_spec
 from sat_tf.pipelines.extract import MANIFEST
+from sat_tf.pipelines.prepare import encoder_differences
 from sat_tf.text.vocabulary import Vocabulary
 from sat_tf.workdir import load_captioner
 
@@ -177,8 +178,7 @@ def _check_manifest(features_dir: str, spec: EncoderSpec) -> None:
         return
     with open(manifest_path, encoding="utf-8") as f:
         recorded = json.load(f).get("encoder") or {}
-    rebuilt = spec.to_dict()
-    different = {k: (recorded[k], rebuilt.get(k)) for k in recorded if recorded[k] != rebuilt.get(k)}
+    different = encoder_differences(recorded, spec.to_dict())
     if different:
         raise ValueError(f"the encoder rebuilt for export differs from the one in {manifest_path} "
                          f"(recorded, rebuilt): {different}; pass the encoder weights the features were "

@@ -77,6 +77,12 @@ def encoder_info(config: DataConfig, weights: str = "imagenet") -> dict:
     return encoder_spec(config.encoder, config.encoder_layer or None, weights, config.image_size).to_dict()
 
 
+def encoder_differences(recorded: dict, wanted: dict, keys=None) -> dict:
+    """{field: (recorded, wanted)} for every field (of `keys`, default all recorded ones) where a manifest's encoder
+    description differs from the wanted one."""
+    return {k: (recorded.get(k), wanted.get(k)) for k in (keys or recorded) if recorded.get(k) != wanted.get(k)}
+
+
 def check_encoder(features_dir: str, config: DataConfig) -> dict:
     """The manifest of `features_dir`, refused by name unless its features come from the encoder, layer and image
     size that `config` names (the vocabulary and the depth are checked where the shards are read)."""
@@ -85,8 +91,7 @@ def check_encoder(features_dir: str, config: DataConfig) -> dict:
     manifest = load_manifest(features_dir)
     recorded = manifest.get("encoder") or {}
     wanted = encoder_info(config, recorded.get("weights", "imagenet"))
-    different = {k: (recorded.get(k), wanted[k]) for k in ("name", "layer", "image_size", "grid", "feature_dim")
-                 if recorded.get(k) != wanted.get(k)}
+    different = encoder_differences(recorded, wanted, ("name", "layer", "image_size", "grid", "feature_dim"))
     if different:
         raise FeatureError(f"{features_dir} holds features of another encoder than the model was trained on "
                            f"(features, model): {different}")

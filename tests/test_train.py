@@ -328,7 +328,7 @@ def test_an_ensemble_over_two_encoders_reads_each_members_own_features(features_
     assert image in capsys.readouterr().out and os.path.exists(figure)
 
 
-def test_mirrored_views_train_evaluate_and_caption(features_dir, hard_workdir, tmp_path, capsys):
+def test_mirrored_views_train_evaluate_and_caption(features_dir, hard_workdir, tmp_path, capsys, monkeypatch):
     """data.mirrored_views extracts both views, data.mirror_probability trains on them, and `--mirror` decodes
     both views as one model in evaluate and caption; features without the view are refused by name."""
     from sat_tf.caption import main as caption_main
@@ -338,8 +338,13 @@ def test_mirrored_views_train_evaluate_and_caption(features_dir, hard_workdir, t
     model, train, data = _tiny(mirrored_features, epochs=1)
     data = dataclasses.replace(data, mirrored_views=True, mirror_probability=0.5)
     workdir = str(tmp_path / "mirror")
+    asked = []
+    original = trainer.training_dataset
+    monkeypatch.setattr(trainer, "training_dataset",
+                        lambda *a, **kw: asked.append(kw.get("mirror_probability")) or original(*a, **kw))
     result = trainer.train(workdir, model, train, data, verbose=0, final_evaluation=False, tensorboard=False)
     assert result.epochs_done == 1
+    assert asked == [0.5]  # the setting reaches the input pipeline (whose draws tests/pipelines checks)
     manifest = json.load(open(os.path.join(mirrored_features, "manifest.json")))
     assert manifest["mirrored_views"] is True
     assert wd.load_experiment(workdir).data_config.mirror_probability == 0.5

@@ -360,18 +360,25 @@ def test_a_multi_worker_job_with_a_killed_worker_restarts_from_the_chief_checkpo
 
 
 @pytest.mark.slow
-def test_the_cli_path_resumes_a_single_process_work_dir_under_mirrored(tmp_path):
+def test_the_cli_path_resumes_a_single_process_work_dir_under_mirrored(tmp_path, monkeypatch):
     """`train_with_strategy` (what `python -m sat_tf.train --strategy mirrored` runs) takes over a work dir
-    whose first epoch the single-process trainer ran: same checkpoint objects, history format, best model."""
+    whose first epoch the single-process trainer ran: same checkpoint objects, history format, best model. The
+    work dir trains on mirrored views, which the distributed input pipeline must read too."""
     import dataclasses
 
     from sat_tf import config as cfg
+    from sat_tf.pipelines import dataset
     from sat_tf.training import trainer
 
     model, train, data = cfg.scenes_default()
     model = dataclasses.replace(model, embedding_dim=16, units=32, attention_dim=16)
     train = dataclasses.replace(train, epochs=2, batch_size=16, beam_size=2, patience=0)
-    data = dataclasses.replace(data, max_images=24, features_dir=str(tmp_path / "features"), eval_images=8)
+    data = dataclasses.replace(data, max_images=24, features_dir=str(tmp_path / "features"), eval_images=8,
+                               mirrored_views=True, mirror_probability=0.5)
+    asked = []
+    original = dataset.training_dataset
+    monkeypatch.setattr(dataset, "training_dataset",
+                        lambda *a, **kw: asked.append(kw.get("mirror_probability")) or original(*a, **kw))
     workdir = str(tmp_path / "work")
     first = trainer.train(workdir, model, dataclasses.replace(train, epochs=1), data, verbose=0, weights=None,
                           final_evaluation=False, tensorboard=False)
@@ -380,6 +387,7 @@ def test_the_cli_path_resumes_a_single_process_work_dir_under_mirrored(tmp_path)
     result = distributed.train_with_strategy(workdir, model, train, data, strategy="mirrored", weights=None,
                                              log=lines.append, final_evaluation=False)
     assert result.epochs_done == 1 and any("resuming from" in line for line in lines), lines
+    assert asked and set(asked) == {0.5}  # every replica's pipeline draws mirrored views
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert "dev_BLEU-4" in result.history[1] and np.isfinite(result.history[1]["loss"])
     assert tf.train.latest_checkpoint(os.path.join(workdir, "best")) is not None
