@@ -68,11 +68,12 @@ def _beam_major(x, beam_size, max_length, trailing_shape=()):
 
 
 def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, max_length: int, start_id: int,
-                end_id: int, pad_id: int = 0, length_penalty: float = 0.0):
+                end_id: int, pad_id: int = 0, length_penalty: float = 0.0, images=None):
     """Batched beam search.
 
     Args:
-        step_fn: see the module docstring; it is called on N = B*K rows.
+        step_fn: see the module docstring; it is called on N = B*K rows (with `images`, on the rows of the images
+            still searching, and with their `images` as a fourth argument).
         initial_state: nested structure of (B*K, ...) tensors, already tiled with `tile_beams`.
         batch_size: B (int or scalar tensor).
         beam_size: K.
@@ -80,11 +81,20 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         start_id, end_id, pad_id: special token ids; tokens after the end token are `pad_id`.
         length_penalty: alpha; hypotheses are ranked by log p / length**alpha (0: plain log-probability,
             1: mean log-probability per token). Pruning during search uses the plain sums.
+        images: optional nested structure of per-image (B, ...) tensors that step_fn reads (annotations, say),
+            passed as `step_fn(tokens, state, t, images)`. Given it, an image leaves the batch as soon as its K
+            beams have all ended: later steps run on the remaining images' rows and images only (a batch runs as
+            long as its longest search, but no longer costs that much for every image). Without it, step_fn
+            must not close over per-image tensors of a dropped image, so every image stays to the end. The
+            shrinking batch has a dynamic leading dimension, which XLA cannot compile: leave `images` out under
+            `jit_compile`.
 
     Returns:
         dict with `tokens` (B, K, S) int32, `lengths` (B, K) int32 (tokens up to and including the end token),
         `log_probs` (B, K) summed log-probabilities, `scores` (B, K) the ranking score, every record as
-        (B, K, S, *R); beams sorted best first.
+        (B, K, S, *R); beams sorted best first. Dropping finished images does not change them (a finished beam
+        only ever continues with the end token at no cost), up to the float rounding of the step's matmuls on
+        a smaller batch.
 
     The loop keeps only the live state; each step's tokens, parent beams and records go to TensorArrays as they
     are (no per-step copy or reordering of whole histories), and the histories of the final beams are read back
@@ -93,61 +103,109 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     k = beam_size
+    compact = images is not None
+    call = (lambda tokens, state, t, images: step_fn(tokens, state, t, images)) if compact else (
+        lambda tokens, state, t, images: step_fn(tokens, state, t))
+    images = () if images is None else tf.nest.map_structure(tf.convert_to_tensor, images)
     n = batch_size * k
     tokens = tf.fill([n], tf.constant(start_id, tf.int32))
     # Only beam 0 is live at t=0, otherwise the K beams would be K copies of one hypothesis.
     log_probs = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch_size, 1])  # (B, K)
     finished = tf.zeros([batch_size, k], tf.bool)
     lengths = tf.zeros([batch_size, k], tf.int32)
+    active = tf.range(batch_size)  # (B_a,) the images still searching, as indices into the B images
 
     # One trace of step_fn to learn the record names and dtypes; it is also step 0.
-    step_log_probs, state, records = step_fn(tokens, initial_state, tf.constant(0))
+    step_log_probs, state, records = call(tokens, initial_state, tf.constant(0), images)
     vocab = tf.shape(step_log_probs)[-1]
     only_end = tf.one_hot(end_id, vocab, on_value=0.0, off_value=NEG_INF)  # (V,)
 
     def history(dtype):  # one element per step; fixed size, so that XLA can compile the search too
         return tf.TensorArray(dtype, size=max_length, infer_shape=False)
 
-    # Per step t, for the K beams after the step: the token (pad after the end), whether the beam was live, its
-    # parent among the K beams before the step; and each record of the N rows before the step, as step_fn gave it.
+    # Per step t, for the K beams of every image after the step: the token (pad after the end), whether the beam
+    # was live, its parent among the K beams before the step; and each record of the N rows before the step, as
+    # step_fn gave it. Images no longer searching read as after the end: pad, not live, their own parent, zeros.
     beams = {"token": history(tf.int32), "live": history(tf.bool), "parent": history(tf.int32)}
     histories = {name: history(v.dtype) for name, v in records.items()}
 
-    def expand(t, step_log_probs, records, log_probs, finished, lengths, beams, histories):
-        step_log_probs = tf.reshape(tf.cast(step_log_probs, tf.float32), [batch_size, k, vocab])  # (B, K, V)
+    def full(value, active, default):  # (B_a, K, *R) of the active images -> (B, K, *R)
+        if not compact:
+            return value
+        shape = tf.concat([[batch_size], tf.shape(value)[1:]], 0)
+        return tf.tensor_scatter_nd_update(tf.broadcast_to(tf.cast(default, value.dtype), shape),
+                                           active[:, None], value)
+
+    def expand(t, step_log_probs, records, log_probs, finished, lengths, active, beams, histories):
+        b = tf.shape(active)[0]  # B_a
+        step_log_probs = tf.reshape(tf.cast(step_log_probs, tf.float32), [b, k, vocab])  # (B_a, K, V)
         # A finished beam continues only with the end token, at no cost, so it competes with its final score.
         step_log_probs = tf.where(finished[:, :, None], only_end[None, None, :], step_log_probs)
-        candidates = tf.reshape(log_probs[:, :, None] + step_log_probs, [batch_size, k * vocab])  # (B, K*V)
-        new_log_probs, index = tf.math.top_k(candidates, k=k)  # (B, K)
-        parent = index // vocab  # (B, K)
-        token = tf.cast(index % vocab, tf.int32)  # (B, K)
-        was_finished = tf.gather(finished, parent, batch_dims=1)  # (B, K)
+        candidates = tf.reshape(log_probs[:, :, None] + step_log_probs, [b, k * vocab])  # (B_a, K*V)
+        new_log_probs, index = tf.math.top_k(candidates, k=k)  # (B_a, K)
+        parent = index // vocab  # (B_a, K)
+        token = tf.cast(index % vocab, tf.int32)  # (B_a, K)
+        was_finished = tf.gather(finished, parent, batch_dims=1)  # (B_a, K)
         live = tf.logical_not(was_finished)
         token = tf.where(live, token, pad_id)
         lengths = tf.gather(lengths, parent, batch_dims=1) + tf.cast(live, tf.int32)
         finished = tf.logical_or(was_finished, tf.equal(token, end_id))
-        beams = {"token": beams["token"].write(t, token), "live": beams["live"].write(t, live),
-                 "parent": beams["parent"].write(t, parent)}
-        histories = {name: histories[name].write(t, value) for name, value in records.items()}
-        return (new_log_probs, finished, lengths, parent, beams, histories,
-                tf.reshape(tf.where(live, token, end_id), [-1]))
+        own = tf.range(k)[None]  # (1, K): the parent of a beam after its image's search
+        beams = {"token": beams["token"].write(t, full(token, active, pad_id)),
+                 "live": beams["live"].write(t, full(live, active, False)),
+                 "parent": beams["parent"].write(t, full(parent, active, own))}
 
+        def full_rows(value):  # (N_a, *R) -> (N, *R)
+            if not compact:
+                return value
+            value = tf.reshape(value, tf.concat([[b, k], tf.shape(value)[1:]], 0))
+            value = full(value, active, 0)
+            return tf.reshape(value, tf.concat([[batch_size * k], tf.shape(value)[2:]], 0))
+
+        histories = {name: histories[name].write(t, full_rows(value)) for name, value in records.items()}
+        return new_log_probs, finished, lengths, parent, beams, histories, tf.where(live, token, end_id)
+
+    def advance(parent, tokens, state, images, active, log_probs, finished, lengths, final):
+        """After a step: the state follows each beam's parent; with `images`, the images whose K beams have all
+        ended leave the batch, their results kept in `final` (full-size log_probs, finished, lengths)."""
+        b = tf.shape(active)[0]
+        rows = parent + tf.range(b)[:, None] * k  # (B_a, K) rows of the step's batch
+        if compact:
+            final = [tf.tensor_scatter_nd_update(f, active[:, None], v)
+                     for f, v in zip(final, (log_probs, finished, lengths))]
+            keep = tf.where(tf.logical_not(tf.reduce_all(finished, axis=1)))[:, 0]  # (B_a',)
+            rows, tokens = tf.gather(rows, keep), tf.gather(tf.reshape(tokens, [b, k]), keep)
+            log_probs, finished, lengths = (tf.gather(x, keep) for x in (log_probs, finished, lengths))
+            images = tf.cond(tf.size(keep) < b,  # copy the per-image tensors only when an image left
+                             lambda: tf.nest.map_structure(lambda x: tf.gather(x, keep), images),
+                             lambda: images)
+            active = tf.gather(active, keep)
+        state = tf.nest.map_structure(lambda s: tf.gather(s, tf.reshape(rows, [-1])), state)
+        return tf.reshape(tokens, [-1]), state, images, active, log_probs, finished, lengths, final
+
+    final = [log_probs, finished, lengths]  # (B, K) each, for the images that left the batch
     log_probs, finished, lengths, parent, beams, histories, tokens = expand(
-        tf.constant(0), step_log_probs, records, log_probs, finished, lengths, beams, histories)
-    state = tf.nest.map_structure(lambda s: tf.gather(s, _flat_parent(parent, k)), state)
+        tf.constant(0), step_log_probs, records, log_probs, finished, lengths, active, beams, histories)
+    tokens, state, images, active, log_probs, finished, lengths, final = advance(
+        parent, tokens, state, images, active, log_probs, finished, lengths, final)
 
-    def cond(t, tokens, state, log_probs, finished, lengths, beams, histories):
+    def cond(t, tokens, state, images, active, log_probs, finished, lengths, final, beams, histories):
         return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
 
-    def body(t, tokens, state, log_probs, finished, lengths, beams, histories):
-        step_log_probs, state, records = step_fn(tokens, state, t)
+    def body(t, tokens, state, images, active, log_probs, finished, lengths, final, beams, histories):
+        step_log_probs, state, records = call(tokens, state, t, images)
         log_probs, finished, lengths, parent, beams, histories, tokens = expand(
-            t, step_log_probs, records, log_probs, finished, lengths, beams, histories)
-        state = tf.nest.map_structure(lambda s: tf.gather(s, _flat_parent(parent, k)), state)
-        return t + 1, tokens, state, log_probs, finished, lengths, beams, histories
+            t, step_log_probs, records, log_probs, finished, lengths, active, beams, histories)
+        tokens, state, images, active, log_probs, finished, lengths, final = advance(
+            parent, tokens, state, images, active, log_probs, finished, lengths, final)
+        return t + 1, tokens, state, images, active, log_probs, finished, lengths, final, beams, histories
 
-    steps_done, _, _, log_probs, finished, lengths, beams, histories = _while(
-        cond, body, (tf.constant(1), tokens, state, log_probs, finished, lengths, beams, histories))
+    steps_done, _, _, _, active, log_probs, finished, lengths, final, beams, histories = _while(
+        cond, body, (tf.constant(1), tokens, state, images, active, log_probs, finished, lengths, final, beams,
+                     histories))
+    if compact:  # every image has left the batch (or the search reached max_length: the rest are still in it)
+        log_probs, finished, lengths = (tf.tensor_scatter_nd_update(f, active[:, None], v)
+                                        for f, v in zip(final, (log_probs, finished, lengths)))
 
     # Once every hypothesis has ended, the remaining steps change nothing: each beam is its own parent, pads.
     def pad_step(t, beams, histories):

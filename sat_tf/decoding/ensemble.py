@@ -112,19 +112,26 @@ class CaptionEnsemble:
         """(initial state, step_fn) for `sat_tf.decoding` over B images x K beams: the state is the list of the
         members' states; step_fn maps tokens (N,) to the combined log-probabilities (N, V) and records the mean
         `alpha` (N, L_0). `seed` (int32 (2,)) reaches member m as fold_in(seed, m) (hard members that sample)."""
-        states, step_fns = [], []
+        state, images, step_fn = self.decode_image_step_fn(annotations, beam_size, seed, suppress_unk)
+        return state, lambda tokens, state, t: step_fn(tokens, state, t, images)
+
+    def decode_image_step_fn(self, annotations, beam_size: int = 1, seed=None, suppress_unk: bool = True):
+        """`decode_step_fn` with the per-image tensors made explicit (see `Captioner.decode_image_step_fn`):
+        (state, images (one entry per member), step_fn(tokens, state, t, images))."""
+        states, images, step_fns = [], [], []
         for m, (member, member_annotations) in enumerate(zip(self.members, self._member_annotations(annotations))):
             member_seed = None if seed is None else tf.random.experimental.stateless_fold_in(seed, m)
-            state, step_fn = member.decode_step_fn(member_annotations, beam_size, member_seed,
-                                                   suppress_unk=suppress_unk)
+            state, member_images, step_fn = member.decode_image_step_fn(member_annotations, beam_size, member_seed,
+                                                                        suppress_unk=suppress_unk)
             states.append(state)
+            images.append(member_images)
             step_fns.append(step_fn)
         log_members = math.log(len(self.members))
 
-        def step_fn(tokens, state, t):
+        def step_fn(tokens, state, t, images):
             log_probs, new_states, alphas = [], [], []
-            for member_fn, member_state, i in zip(step_fns, state, self.inputs):
-                member_log_probs, member_state, records = member_fn(tokens, member_state, t)  # (N, V)
+            for member_fn, member_state, member_images, i in zip(step_fns, state, images, self.inputs):
+                member_log_probs, member_state, records = member_fn(tokens, member_state, t, member_images)  # (N, V)
                 log_probs.append(member_log_probs)
                 new_states.append(member_state)
                 if i == 0:
@@ -136,7 +143,7 @@ class CaptionEnsemble:
                 combined = tf.nn.log_softmax(tf.reduce_mean(stacked, axis=0))  # log of the normalised geometric mean
             return combined, new_states, {"alpha": tf.reduce_mean(tf.stack(alphas), axis=0)}  # (N, V), (N, L_0)
 
-        return states, step_fn
+        return states, images, step_fn
 
     def decode(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
                seed=None, suppress_unk: bool = True):
@@ -145,12 +152,13 @@ class CaptionEnsemble:
         cfg = self.model_config
         if seed is None and any(m.is_hard and m.model_config.hard_inference == "sample" for m in self.members):
             seed = tf.cast(self.members[0].seed_generator.next(), tf.int32)
-        state, step_fn = self.decode_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
         batch = tf.shape(tf.nest.flatten(annotations)[0])[0]
         if beam_size == 1:
+            state, step_fn = self.decode_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
             return greedy_search(step_fn, state, batch, max_length, cfg.start_id, cfg.end_id, cfg.pad_id)
+        state, images, step_fn = self.decode_image_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
         return beam_search(step_fn, state, batch, beam_size, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
-                           length_penalty)
+                           length_penalty, images=images)
 
     def generate(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
                  return_all_beams: bool = False, suppress_unk: bool = True):

@@ -392,19 +392,30 @@ class Captioner(keras.Model):
         never emitted; with `suppress_unk` neither is <unk> (no reference contains it, so an <unk> is always a miss;
         the remaining words are renormalised, as if <unk> were not in the vocabulary).
         """
+        state, images, step_fn = self.decode_image_step_fn(annotations, beam_size, seed, suppress_unk, mode)
+        return state, lambda tokens, state, t: step_fn(tokens, state, t, images)
+
+    def decode_image_step_fn(self, annotations, beam_size: int = 1, seed=None, suppress_unk: bool = True,
+                             mode: str | None = None):
+        """`decode_step_fn` with the per-image tensors it reads made explicit, so that beam search can drop the
+        images whose search has ended (`beam_search(..., images=)`): returns (initial state [h, c] (B*K, H) each,
+        images (annotations (B, L, D), W_a a + b (B, L, A)), step_fn(tokens, state, t, images)), where `images`
+        passed to step_fn holds the rows of any subset of the B images, in the order of the state's rows."""
         cfg = self.model_config
         annotations = tf.cast(tf.convert_to_tensor(annotations), self.cell.compute_dtype)
         h, c = self.cell.initial_state(annotations)  # (B, H)
         projected = self.cell.prepare(annotations)  # (B, L, A)
         if beam_size > 1:
-            # The K rows of an image share one copy of its annotations and W_a a + b instead of K repeated ones.
             h, c = (tile_beams(x, beam_size) for x in (h, c))  # (B*K, H)
-            annotations = SharedAnnotations(annotations)
         kernel = self.cell.recurrent_kernel()
         mode = (mode or cfg.hard_inference) if self.is_hard else "expected"
         logit_mask = self.decode_logit_mask(suppress_unk)  # (V,)
 
-        def step_fn(tokens, state, t):
+        def step_fn(tokens, state, t, images):
+            annotations, projected = images  # (B', L, D), (B', L, A)
+            if beam_size > 1:
+                # The K rows of an image share one copy of its annotations and W_a a + b instead of K repeated ones.
+                annotations = SharedAnnotations(annotations)
             embedded = self.embedding(tokens)  # (N, E)
             step_seed = tf.random.experimental.stateless_fold_in(seed, t) if mode == "sample" else None
             h, c, extras = self.cell.step(self.cell.project_inputs(embedded), state, annotations, projected, kernel,
@@ -415,20 +426,22 @@ class Captioner(keras.Model):
                 records["location"] = extras["location"]
             return tf.nn.log_softmax(tf.cast(logits, tf.float32) + logit_mask), [h, c], records
 
-        return [h, c], step_fn
+        return [h, c], (annotations, projected), step_fn
 
     def decode(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
                seed=None, suppress_unk: bool = True):
-        """Graph-mode-friendly batched decoding (greedy when beam_size == 1); see `generate`."""
+        """Graph-mode-friendly batched decoding (greedy when beam_size == 1); see `generate`. Beam search drops
+        each image from the batch once its K beams have ended (`beam_search(..., images=)`)."""
         cfg = self.model_config
         if self.is_hard and cfg.hard_inference == "sample" and seed is None:
             seed = tf.cast(self.seed_generator.next(), tf.int32)
-        state, step_fn = self.decode_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
         batch = tf.shape(annotations)[0]
         if beam_size == 1:
+            state, step_fn = self.decode_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
             return greedy_search(step_fn, state, batch, max_length, cfg.start_id, cfg.end_id, cfg.pad_id)
+        state, images, step_fn = self.decode_image_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
         return beam_search(step_fn, state, batch, beam_size, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
-                           length_penalty)
+                           length_penalty, images=images)
 
     def decode_logit_mask(self, suppress_unk: bool = True):
         """(V,) float32 added to the logits of every decoding step: a large negative value for the tokens a

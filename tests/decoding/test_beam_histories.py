@@ -122,3 +122,65 @@ def test_compiles_with_xla_and_gives_the_same_histories():
     want = decode(images)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
+
+
+def _image_step_fn(calls=None):
+    """The step function of `_step_fn` with its table passed per image (`beam_search(..., images=)`), so that the
+    search can drop the images that have ended; `calls` collects the number of images of each eager call."""
+
+    def step_fn(tokens, state, t, images):
+        tables = images  # (B', V, V)
+        if calls is not None:
+            calls.append(int(tables.shape[0]))
+        image, previous = state
+        rows = tf.repeat(tf.range(tf.shape(tables)[0]), tf.shape(tokens)[0] // tf.shape(tables)[0])  # (N',)
+        log_probs = tf.gather_nd(tables, tf.stack([rows, tokens], axis=1))  # (N', V)
+        records = {"fed": tf.cast(tokens, tf.float32) + 0.5,
+                   "pair": tf.stack([previous, tokens + 10 * t], axis=1),
+                   "parent": tokens}
+        return log_probs, (image, tokens), records
+
+    return step_fn
+
+
+@pytest.mark.parametrize("k,max_length,seed,end_bias", [
+    (1, 5, 0, 1.0), (2, 4, 1, 1.0), (3, 8, 2, 1.0), (4, 12, 3, 1.0), (3, 15, 5, 4.0), (3, 15, 6, 0.5),
+])
+def test_dropping_ended_images_gives_the_same_search(k, max_length, seed, end_bias):
+    tables = _tables(seed, end_bias)
+    images = [0, 1, 2, 1, 2, 0]
+    ids = tile_beams(tf.constant(images, tf.int32), k)
+    calls = []
+    got = beam_search(_image_step_fn(calls), (ids, tf.zeros_like(ids)), len(images), k, max_length, START, END, PAD,
+                      images=tf.gather(tables, images))
+    want = _reference(tables, images, k, max_length)
+    np.testing.assert_array_equal(got["tokens"], want["tokens"])
+    np.testing.assert_allclose(got["log_probs"], want["log_probs"], rtol=1e-6)
+    np.testing.assert_array_equal(got["fed"], want["fed"])
+    np.testing.assert_array_equal(got["pair"], want["pair"])
+    whole = beam_search(_step_fn(tables), (ids, tf.zeros_like(ids)), len(images), k, max_length, START, END, PAD)
+    for name in whole:
+        np.testing.assert_array_equal(got[name], whole[name], err_msg=name)
+    # Each step ran on exactly the images whose search had not ended: an image whose K final beams have at most
+    # e tokens (the end token included) is in the calls of steps 0 .. e-1 only.
+    ended_after = got["lengths"].numpy().max(-1)  # (B,)
+    assert calls == [int((ended_after > t).sum()) for t in range(len(calls))]
+    assert len(calls) == ended_after.max()
+
+
+def test_dropping_ended_images_in_a_graph_with_a_dynamic_batch():
+    tables = _tables(2)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def decode(images):
+        ids = tile_beams(images, 3)
+        return beam_search(_image_step_fn(), (ids, tf.zeros_like(ids)), tf.shape(images)[0], 3, 9, START, END, PAD,
+                           images=tf.gather(tables, images))
+
+    shapes = {name: spec.shape.as_list() for name, spec in decode.get_concrete_function().structured_outputs.items()}
+    assert shapes["tokens"] == [None, 3, 9] and shapes["pair"] == [None, 3, 9, 2]
+    images = [2, 0, 1, 1]
+    got = decode(tf.constant(images, tf.int32))
+    want = _reference(tables, images, 3, 9)
+    np.testing.assert_array_equal(got["tokens"], want["tokens"])
+    np.testing.assert_allclose(got["log_probs"], want["log_probs"], rtol=1e-6)

@@ -163,6 +163,29 @@ def test_batched_beam_search_equals_per_image_beam_search(attention):
 
 
 @pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_decode_drops_ended_images_without_changing_the_search(attention):
+    """`decode` lets beam search drop each image once its beams have ended (the per-image annotations passed as
+    `images`); the search over the whole batch to the end, through `decode_step_fn`, gives the same beams."""
+    from sat_tf.decoding.beam_search import beam_search
+    model = _model(attention, seed=7)
+    a = _annotations(batch=6, seed=5)
+    c = model.model_config
+    model.decode(tf.constant(a[:1]), beam_size=3, max_length=2)  # builds the weights
+    bias = model.cell.output_projection.bias
+    bias.assign(bias + tf.one_hot(c.end_id, V) * 0.5)  # an untrained model that ends its captions, some sooner
+    dropped = model.decode(tf.constant(a), beam_size=3, max_length=12)
+    state, step_fn = model.decode_step_fn(a, beam_size=3)
+    whole = beam_search(step_fn, state, 6, 3, 12, c.start_id, c.end_id, c.pad_id)
+    ended = dropped["lengths"].numpy().max(-1)
+    assert len(set(ended)) > 1 and ended.min() < 12, ended  # images did leave the batch before the others
+    np.testing.assert_array_equal(dropped["tokens"], whole["tokens"])
+    np.testing.assert_array_equal(dropped["lengths"], whole["lengths"])
+    for name in whole:
+        np.testing.assert_allclose(np.asarray(dropped[name]), np.asarray(whole[name]), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
 def test_beam_of_one_equals_greedy_and_records_alphas(attention):
     model = _model(attention, seed=2)
     a = _annotations(batch=3, seed=4)
