@@ -118,6 +118,9 @@ class TrainConfig:
         weight_average_decay: float. d in [0, 1): with d > 0 the dev scores, `best/` and everything read from
             it use the exponential moving average of the weights, avg <- d avg + (1 - d) w after every step
             (`sat_tf.training.weight_average`); 0 switches it off (the raw weights, as before).
+        init_from: str. A work dir whose best model's trainable weights start this run ("" = a fresh
+            initialisation), e.g. hard attention fine-tuned from a soft-attention run
+            (`sat_tf.training.warm_start`). Used only when this work dir has no checkpoint yet.
     """
 
     batch_size: int = 64
@@ -138,6 +141,7 @@ class TrainConfig:
     scst_samples: int = 5
     scst_images: int = 16
     weight_average_decay: float = 0.0
+    init_from: str = ""
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "max_length", "beam_size", "scst_images"):

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--beam-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--init-from", default=None, metavar="WORKDIR",
+                   help="start from the best weights of another work dir (e.g. hard attention from a soft run)")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multi_worker", "tpu"],
                    help="tf.distribute strategy (docs/distributed.md)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -90,7 +92,7 @@ def configs_from_args(args: argparse.Namespace) -> dict:
     elif args.layer:
         data = dataclasses.replace(data, encoder_layer=args.layer)
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-             "beam_size": args.beam_size, "seed": args.seed}
+             "beam_size": args.beam_size, "seed": args.seed, "init_from": args.init_from}
     train = dataclasses.replace(train, **{k: v for k, v in flags.items() if v is not None})
     if args.quick:
         model = dataclasses.replace(model, embedding_dim=32, units=64, attention_dim=32)

@@ -62,6 +62,10 @@ def test_overrides_parse_types_and_refuse_unknown_names():
                            "data.encoder_layer=top"], {"model": model, "train": train, "data": data})
     assert out["model"].units == 99 and out["train"].learning_rate == 0.5 and out["train"].jit_compile is True
     assert out["data"].encoder_layer == "top"
+    from sat_tf.train import build_parser, configs_from_args
+
+    args = build_parser().parse_args(["--attention", "hard", "--init-from", "runs/soft"])
+    assert configs_from_args(args)["train"].init_from == "runs/soft"
     for bad, message in [("model.unitz=3", "has no field 'unitz'"), ("optim.lr=1", "unknown section"),
                          ("model.units=big", "is not a int"), ("units=3", "section.field=value")]:
         with pytest.raises(SystemExit, match=message):
@@ -384,3 +388,88 @@ def test_mirrored_views_train_evaluate_and_caption(features_dir, hard_workdir, t
     json.dump(manifest, open(os.path.join(mirrored_features, "manifest.json"), "w"))
     assert evaluate_main(["--workdir", hard_workdir, "--features-dir", mirrored_features, "--limit", "2"]) == 1
     assert f"{mirrored_features} holds features of another encoder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def soft_workdir(features_dir, tmp_path_factory):
+    """A soft-attention work dir trained for one epoch with a weight average (best/ holds the average)."""
+    model, train, data = _tiny(features_dir, epochs=1, weight_average_decay=0.5)
+    workdir = str(tmp_path_factory.mktemp("soft") / "soft")
+    trainer.train(workdir, model, train, data, verbose=0, final_evaluation=False, tensorboard=False)
+    return workdir
+
+
+def _trainable(workdir: str, which: str) -> dict[str, np.ndarray]:
+    return {v.path: v.numpy() for v in wd.load_captioner(workdir, which).captioner.trainable_variables}
+
+
+def test_hard_attention_starts_from_a_soft_runs_best_weights_then_resumes_from_its_own(features_dir, soft_workdir,
+                                                                                      tmp_path):
+    """train.init_from (`--init-from`): a hard run begins at the soft run's best (averaged) weights; at a learning
+    rate of 1e-9 they are still those weights after an epoch, unlike a fresh initialisation's (the same seed's
+    random weights, which the soft run moved away from)."""
+    model, train, data = _tiny(features_dir, epochs=1, learning_rate=1e-9)
+    hard = dataclasses.replace(model, attention="hard")
+    source = _trainable(soft_workdir, "best")
+    warm, lines = str(tmp_path / "warm"), []
+    trainer.train(warm, hard, dataclasses.replace(train, init_from=soft_workdir), data, verbose=0,
+                  final_evaluation=False, tensorboard=False, log=lines.append)
+    assert any(line.startswith("starting from the weights of") and "best" in line for line in lines), lines
+    got = _trainable(warm, "latest")
+    assert set(got) == set(source) and len(got) > 10
+    for path, value in source.items():
+        np.testing.assert_allclose(got[path], value, atol=1e-5, err_msg=path)
+    cold = str(tmp_path / "cold")
+    trainer.train(cold, hard, train, data, verbose=0, final_evaluation=False, tensorboard=False)
+    fresh = _trainable(cold, "latest")
+    assert max(np.abs(fresh[p] - source[p]).max() for p in source) > 1e-3  # 100x the tolerance above
+
+    # Resuming continues from the run's own checkpoint, never from the source again.
+    lines = []
+    result = trainer.train(warm, hard, dataclasses.replace(train, init_from=soft_workdir, epochs=2), data,
+                           verbose=0, final_evaluation=False, tensorboard=False, log=lines.append)
+    assert result.epochs_done == 1 and any("resuming from" in line for line in lines)
+    assert not any("starting from" in line for line in lines)
+    assert wd.load_experiment(warm).train_config.init_from == soft_workdir  # recorded in config.json
+
+
+def test_init_from_refuses_an_incompatible_or_missing_source(features_dir, soft_workdir, tmp_path):
+    from sat_tf.training.warm_start import check_compatible
+
+    source = wd.load_experiment(soft_workdir)
+    target = dataclasses.replace(source, workdir=str(tmp_path / "t"))
+    check_compatible(target, source)  # itself: compatible
+    for changed, message in [({"model_config": dataclasses.replace(source.model_config, units=64)}, "model.units"),
+                             ({"data_config": dataclasses.replace(source.data_config, encoder_layer="top")},
+                              "data.encoder_layer"),
+                             ({"data_config": dataclasses.replace(source.data_config, image_size=260)},
+                              "data.image_size")]:
+        with pytest.raises(ValueError, match=message):
+            check_compatible(dataclasses.replace(target, **changed), source)
+    model, train, data = _tiny(features_dir, epochs=1)
+    with pytest.raises(FileNotFoundError, match="no such work dir"):
+        trainer.train(str(tmp_path / "a"), model, dataclasses.replace(train, init_from=str(tmp_path / "nowhere")),
+                      data, verbose=0, final_evaluation=False, tensorboard=False)
+    with pytest.raises(ValueError, match="model.units is 32 there, 48 here"):
+        trainer.train(str(tmp_path / "b"), dataclasses.replace(model, units=48),
+                      dataclasses.replace(train, init_from=soft_workdir), data, verbose=0, final_evaluation=False,
+                      tensorboard=False)
+    own = str(tmp_path / "c")
+    with pytest.raises(ValueError, match="this run's own work dir"):
+        trainer.train(own, model, dataclasses.replace(train, init_from=own), data, verbose=0,
+                      final_evaluation=False, tensorboard=False)
+
+
+def test_init_from_under_a_distribution_strategy(features_dir, soft_workdir, tmp_path):
+    """`--strategy mirrored --init-from`: the distributed trainer starts from the source's weights too."""
+    from sat_tf.training import distributed
+
+    model, train, data = _tiny(features_dir, epochs=1, learning_rate=1e-9)
+    warm, lines = str(tmp_path / "warm"), []
+    distributed.train_with_strategy(warm, dataclasses.replace(model, attention="hard"),
+                                    dataclasses.replace(train, init_from=soft_workdir), data, strategy="mirrored",
+                                    log=lines.append, final_evaluation=False)
+    assert any(line.startswith("starting from the weights of") for line in lines), lines
+    got, source = _trainable(warm, "latest"), _trainable(soft_workdir, "best")
+    for path, value in source.items():
+        np.testing.assert_allclose(got[path], value, atol=1e-5, err_msg=path)

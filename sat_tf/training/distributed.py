@@ -639,6 +639,8 @@ def train_with_strategy(workdir: str, model_config: ModelConfig, train_config: T
                                  callbacks=[_DevScoring(experiment, progress, say)], progress=progress, log=say)
     say(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replica(s), global batch {cfg.batch_size}")
     restored = trainer.restore()
+    if not restored and cfg.init_from:
+        single.apply_init_from(trainer.model, experiment, say)
     initial_epoch = int(trainer.epoch)
     stopped = bool(cfg.patience) and int(progress["bad_epochs"].numpy()) >= cfg.patience
     if initial_epoch < cfg.epochs and not stopped:

@@ -6,7 +6,8 @@
    before step 0), prepares the features (`pipelines.prepare`, resumable) and copies the vocabulary;
 2. builds the Captioner and Adam (global-norm clipping), and restores `<workdir>/checkpoints` if present: model,
    optimizer slots, REINFORCE baseline, random-generator states and the epoch counter, so a killed run goes on
-   from its last finished epoch (never a silent restart from scratch);
+   from its last finished epoch (never a silent restart from scratch); a fresh run with `init_from` starts from
+   another work dir's best weights instead of a random initialisation (`sat_tf.training.warm_start`);
 3. trains with `model.fit` on the streaming pipeline; epoch e reads the data in the order seeded by seed + e, so a
    resumed run sees exactly the data an uninterrupted one would (the kill-and-resume test compares final weights);
 4. after every epoch decodes the dev split (batched beam search, never teacher forcing), scores it with the
@@ -296,6 +297,8 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
         restoring.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resuming from {manager.latest_checkpoint} (epoch {int(progress.epoch)} done, best dev BLEU-4 "
             f"{float(progress.best_bleu4):.2f})")
+    elif cfg.init_from:
+        apply_init_from(model, experiment, log)
     initial_epoch = int(progress.epoch)
     stopped = bool(cfg.patience) and int(progress.bad_epochs) >= cfg.patience
     scene_objects = None
@@ -338,6 +341,16 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
                          out_dir=experiment.path("eval"))
     return TrainResult(workdir, int(progress.epoch) - initial_epoch, int(progress.best_epoch),
                        float(progress.best_bleu4), stopped, end.history, final, time.perf_counter() - start)
+
+
+def apply_init_from(model, experiment: wd.Experiment, log: Callable[[str], None]) -> None:
+    """A fresh run with `train.init_from`: the source's weights (`sat_tf.training.warm_start`)."""
+    from sat_tf.training.warm_start import warm_start
+
+    source = experiment.train_config.init_from
+    if os.path.abspath(source) == os.path.abspath(experiment.workdir):
+        raise ValueError(f"train.init_from={source!r} is this run's own work dir; to resume it, leave init_from out")
+    log(f"starting from the weights of {warm_start(model, experiment, source)} (train.init_from)")
 
 
 def _self_critical_phase(model, experiment: wd.Experiment, progress: _Progress, manager, best_manager,

@@ -1,0 +1,78 @@
+"""Warm start: a new run begins from the weights of another work dir's model (`TrainConfig.init_from`).
+
+The use it was built for: hard attention fine-tuned from a trained soft-attention model. Both attention kinds have
+the same trainable weights (embedding, f_att, the LSTM, f_beta, the init MLPs and the deep output layer; hard
+attention only adds non-trainable state: the REINFORCE baseline, its variance and random-generator states), so a
+hard run can start where a soft run ended and spend its epochs on the REINFORCE objective rather than on learning
+the language model from scratch (README, "Quality": whether hard attention then matches soft).
+
+What is copied: every trainable weight, matched by its path (`decoder/attention/score/kernel`, ...), from the
+source's `best/` checkpoint (the weight average where the source kept one; falls back to its latest epoch). What is
+not: the optimizer state (Adam's moments and the weight average start afresh), the REINFORCE baseline and variance
+(they settle within ~10 steps: decay 0.9), the epoch counter and the best dev score. The warm start happens only
+when the work dir has no checkpoint of its own: a resumed run continues from its own checkpoint, never again from
+the source.
+
+Checked before any weight moves, each failure a ValueError naming the field: the source's vocabulary file is the
+same (checksum), its features come from the same encoder, layer and image size, and its architecture (embedding,
+units, attention size, gate, feature width, vocabulary size) is the same.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sat_tf import workdir as wd
+
+# Fields of ModelConfig / DataConfig that decide the weights' shapes and meaning.
+ARCHITECTURE_FIELDS = ("vocab_size", "feature_dim", "embedding_dim", "units", "attention_dim", "gate")
+FEATURE_FIELDS = ("encoder", "encoder_layer", "image_size")
+
+
+def check_compatible(target: wd.Experiment, source: wd.Experiment) -> None:
+    """Raises ValueError naming every field in which `source` cannot initialise `target`."""
+    problems = []
+    if source.vocabulary is None:
+        raise FileNotFoundError(f"{source.path(wd.VOCAB)} is missing: the source work dir is incomplete")
+    if target.vocabulary is not None and source.vocabulary.checksum() != target.vocabulary.checksum():
+        problems.append(f"{wd.VOCAB} differs ({source.path(wd.VOCAB)} vs {target.path(wd.VOCAB)}: other captions "
+                        f"or other data.min_count / data.max_vocab)")
+    for name in FEATURE_FIELDS:
+        mine, theirs = getattr(target.data_config, name), getattr(source.data_config, name)
+        if mine != theirs:
+            problems.append(f"data.{name} is {theirs!r} there, {mine!r} here")
+    for name in ARCHITECTURE_FIELDS:
+        mine, theirs = getattr(target.model_config, name), getattr(source.model_config, name)
+        if mine != theirs:
+            problems.append(f"model.{name} is {theirs!r} there, {mine!r} here")
+    if problems:
+        raise ValueError(f"train.init_from={source.workdir!r} cannot initialise {target.workdir}: "
+                         + "; ".join(problems))
+
+
+def warm_start(captioner, target: wd.Experiment, source_workdir: str) -> str:
+    """Copies the trainable weights of `source_workdir`'s best model into `captioner` (built from `target`'s
+    model config). Returns the checkpoint path they came from.
+
+    Args:
+        captioner: the Captioner about to be trained, every weight created (possibly under a distribution
+            strategy: its variables are assigned in the cross-replica context).
+        target: the Experiment of the run being started (configs and vocabulary).
+        source_workdir: str. A sat_tf work dir with a finished epoch.
+    """
+    if not os.path.isdir(source_workdir):
+        raise FileNotFoundError(f"train.init_from={source_workdir!r}: no such work dir")
+    check_compatible(target, wd.load_experiment(source_workdir))
+    source = wd.load_captioner(source_workdir, "best")
+    theirs = {v.path: v for v in source.captioner.trainable_variables}
+    mine = {v.path: v for v in captioner.trainable_variables}
+    if set(theirs) != set(mine):
+        raise ValueError(f"train.init_from={source_workdir!r}: the models' weights differ (only there: "
+                         f"{sorted(set(theirs) - set(mine))}, only here: {sorted(set(mine) - set(theirs))})")
+    for path, variable in mine.items():
+        value = theirs[path]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"train.init_from={source_workdir!r}: weight {path} has shape {tuple(value.shape)} "
+                             f"there, {tuple(variable.shape)} here")
+        variable.assign(value.value)
+    return source.checkpoint_path
