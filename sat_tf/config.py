@@ -34,7 +34,8 @@ class ModelConfig:
         dropout: float. Dropout rate on h_t and on the deep-output pre-activation (paper code: 0.5).
         alpha_regularization: float. lambda of the doubly stochastic penalty (eq. 14; paper code: 1.0).
         reinforce_weight: float. lambda_r of the REINFORCE term (eq. 12).
-        entropy_weight: float. lambda_e of the entropy bonus (paper code: 0.002).
+        entropy_weight: float. lambda_e of the entropy bonus (paper code: 0.002); a negative value penalises the
+            attention's entropy instead (sharper attention; README, "Quality", session 8).
         baseline_decay: float. b <- decay * b + (1 - decay) * log p(y|s,a) (paper: 0.9).
         advantage_normalization: bool. Divide the REINFORCE learning signal log p(y|s,a) - b by max(1, sqrt(v)),
             v a moving average (same decay) of its square: the variance normalisation of Mnih & Gregor 2014
