@@ -88,3 +88,31 @@ def test_reinforce_gradient_is_unbiased(reinforce_baseline):
     biased = _estimates(model, annotations, tokens, reinforce_on=False).mean(0)
     z_biased = (biased - exact) / stderr
     assert np.mean(z_biased ** 2) > 3.0, f"mean z^2 without REINFORCE only {np.mean(z_biased ** 2):.2f}"
+
+
+@pytest.mark.parametrize("weight", [0.5, -0.5])
+def test_the_entropy_term_raises_attention_entropy_and_a_negative_weight_lowers_it(weight):
+    """lambda_e > 0 is the paper's entropy bonus; lambda_e < 0 (`model.entropy_weight=-0.1` in the README's
+    session-8 fine-tune) penalises the entropy: a gradient step on the loss's entropy term moves H[s] accordingly."""
+    keras.utils.set_random_seed(0)
+    model = Captioner(vocab_size=6, feature_dim=D, embedding_dim=4, units=5, attention_dim=4, attention="hard",
+                      dropout=0.0, alpha_regularization=0.0, reinforce_weight=0.0, entropy_weight=weight,
+                      expected_context_prob=0.0, seed=0)
+    annotations = np.random.RandomState(0).randn(4, L, D).astype("float32") * 3.0
+    tokens = np.array([[1, 3, 4, 2]] * 4, "int32")
+    weights = model.cell.attention.trainable_weights
+
+    def entropy_and_gradient():
+        with tf.GradientTape() as tape:
+            fwd = model.teacher_forcing(annotations, tokens, training=True, seed=tf.constant([3, 4]),
+                                        use_expected=tf.constant(False))
+            terms = model.loss_terms(fwd, sampled=tf.constant(True))
+            entropy_part = terms["loss"] - terms["xent"] - terms["reinforce"]  # = -lambda_e * H
+        np.testing.assert_allclose(entropy_part, -weight * terms["entropy"], rtol=1e-5)
+        return float(terms["entropy"]), tape.gradient(entropy_part, weights)
+
+    before, grads = entropy_and_gradient()
+    for w, g in zip(weights, grads):
+        w.assign_sub(0.05 * g)
+    after, _ = entropy_and_gradient()
+    assert np.sign(after - before) == np.sign(weight) and abs(after - before) > 1e-4, (before, after)
