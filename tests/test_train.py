@@ -446,6 +446,11 @@ def test_init_from_refuses_an_incompatible_or_missing_source(features_dir, soft_
                               "data.image_size")]:
         with pytest.raises(ValueError, match=message):
             check_compatible(dataclasses.replace(target, **changed), source)
+    from sat_tf.text.vocabulary import Vocabulary
+
+    other_words = Vocabulary(list(source.vocabulary.tokens[:-1]) + ["zzzebra"])
+    with pytest.raises(ValueError, match="vocab.txt differs"):
+        check_compatible(dataclasses.replace(target, vocabulary=other_words), source)
     model, train, data = _tiny(features_dir, epochs=1)
     with pytest.raises(FileNotFoundError, match="no such work dir"):
         trainer.train(str(tmp_path / "a"), model, dataclasses.replace(train, init_from=str(tmp_path / "nowhere")),

@@ -347,10 +347,8 @@ def apply_init_from(model, experiment: wd.Experiment, log: Callable[[str], None]
     """A fresh run with `train.init_from`: the source's weights (`sat_tf.training.warm_start`)."""
     from sat_tf.training.warm_start import warm_start
 
-    source = experiment.train_config.init_from
-    if os.path.abspath(source) == os.path.abspath(experiment.workdir):
-        raise ValueError(f"train.init_from={source!r} is this run's own work dir; to resume it, leave init_from out")
-    log(f"starting from the weights of {warm_start(model, experiment, source)} (train.init_from)")
+    path = warm_start(model, experiment, experiment.train_config.init_from)
+    log(f"starting from the weights of {path} (train.init_from)")
 
 
 def _self_critical_phase(model, experiment: wd.Experiment, progress: _Progress, manager, best_manager,

@@ -13,8 +13,8 @@ not: the optimizer state (Adam's moments and the weight average start afresh), t
 when the work dir has no checkpoint of its own: a resumed run continues from its own checkpoint, never again from
 the source.
 
-Checked before any weight moves, each failure a ValueError naming the field: the source's vocabulary file is the
-same (checksum), its features come from the same encoder, layer and image size, and its architecture (embedding,
+Checked before any weight moves, each failure a ValueError naming the field: the source is not the run's own work
+dir, its vocabulary file is the same (checksum), its features come from the same encoder, layer and image size, and its architecture (embedding,
 units, attention size, gate, feature width, vocabulary size) is the same.
 """
 
@@ -60,10 +60,13 @@ def warm_start(captioner, target: wd.Experiment, source_workdir: str) -> str:
         target: the Experiment of the run being started (configs and vocabulary).
         source_workdir: str. A sat_tf work dir with a finished epoch.
     """
+    if os.path.abspath(source_workdir) == os.path.abspath(target.workdir):
+        raise ValueError(f"train.init_from={source_workdir!r} is this run's own work dir; to resume it, leave "
+                         f"init_from out")
     if not os.path.isdir(source_workdir):
         raise FileNotFoundError(f"train.init_from={source_workdir!r}: no such work dir")
-    check_compatible(target, wd.load_experiment(source_workdir))
-    source = wd.load_captioner(source_workdir, "best")
+    source = wd.load_captioner(source_workdir, "best")  # its configs and vocabulary too
+    check_compatible(target, source)
     theirs = {v.path: v for v in source.captioner.trainable_variables}
     mine = {v.path: v for v in captioner.trainable_variables}
     if set(theirs) != set(mine):
