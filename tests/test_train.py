@@ -135,6 +135,56 @@ def test_a_workdir_refuses_other_settings(features_dir, tmp_path):
         trainer.prepare_workdir(workdir, dataclasses.replace(model, units=64), train, data, progress=False)
 
 
+def test_real_dataset_recipes_tuned_by_default_paper_on_request():
+    """`--dataset flickr8k` gets the tuned recipe; `--recipe paper` the paper's settings; --set applies on top."""
+    from sat_tf.train import build_parser, configs_from_args
+
+    def configs(*argv):
+        return configs_from_args(build_parser().parse_args(list(argv)))
+
+    soft = configs("--dataset", "flickr8k", "--data-dir", "d")
+    assert soft["model"].alpha_regularization == 0.0 and soft["model"].advantage_normalization is True
+    assert soft["train"].weight_average_decay == 0.998 and soft["train"].epochs == 8
+    assert soft["data"].mirrored_views is True and soft["data"].mirror_probability == 0.5
+    assert (soft["data"].encoder, soft["data"].encoder_layer, soft["data"].data_dir) == ("efficientnet_lite0", "top", "d")
+    assert configs("--dataset", "flickr8k", "--attention", "hard")["train"].epochs == 10
+    paper = configs("--dataset", "flickr8k", "--data-dir", "d", "--recipe", "paper")
+    assert paper["model"].alpha_regularization == 1.0 and paper["model"].advantage_normalization is False
+    assert paper["train"].weight_average_decay == 0.0 and paper["train"].epochs == 10
+    assert paper["data"].mirrored_views is False and paper["data"].mirror_probability == 0.0
+    # the recipes differ in these fields only (the decoder, optimiser and vocabulary are the same)
+    for section in ("model", "train", "data"):
+        differing = {f.name for f in dataclasses.fields(soft[section])
+                     if getattr(soft[section], f.name) != getattr(paper[section], f.name)}
+        assert differing <= {"alpha_regularization", "advantage_normalization", "weight_average_decay", "epochs",
+                             "mirrored_views", "mirror_probability"}, differing
+    coco = configs("--dataset", "coco", "--coco-annotations", "a.json")
+    assert coco["data"].mirrored_views is False and coco["train"].weight_average_decay == 0.998
+    assert coco["data"].coco_annotations == "a.json"
+    assert configs("--dataset", "flickr8k", "--set", "data.mirror_probability=0.25",
+                   "--epochs", "3")["data"].mirror_probability == 0.25
+    with pytest.raises(SystemExit, match="recipe"):
+        configs("--recipe", "paper")  # the scenes have one preset
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        cfg.real_dataset_default("flickr8k", "d", recipe="best")
+
+
+def test_flickr8k_command_quick_extracts_both_views_and_trains_the_tuned_recipe(flickr8k_dir, tmp_path, capsys):
+    """`python -m sat_tf.train --dataset flickr8k --data-dir ../shared/flickr8k --quick`: real photos, the tuned
+    recipe end to end (mirrored features extracted, weight average scored), on 48 images per split."""
+    workdir = str(tmp_path / "f8k")
+    assert train_main(["--dataset", "flickr8k", "--data-dir", str(flickr8k_dir), "--quick", "--workdir", workdir,
+                       "--verbose", "0", "--set", "train.epochs=1", "--set", "data.eval_images=8"]) == 0
+    assert "BLEU-4" in capsys.readouterr().out
+    manifest = json.load(open(os.path.join(workdir, "features", "manifest.json")))
+    assert manifest["mirrored_views"] is True and manifest["splits"]["train"]["images"] == 48
+    stored = json.load(open(os.path.join(workdir, "config.json")))
+    assert stored["data"]["mirror_probability"] == 0.5 and stored["train"]["weight_average_decay"] == 0.998
+    assert stored["model"]["alpha_regularization"] == 0.0
+    history = json.load(open(os.path.join(workdir, "history.json")))
+    assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["loss"])
+
+
 def test_default_command_quick_end_to_end_then_caption_and_evaluate(tmp_path, capsys):
     """`python -m sat_tf.train --quick` (the no-argument default, shortened), then evaluate and caption."""
     workdir = str(tmp_path / "quick")
