@@ -14,8 +14,8 @@ when the work dir has no checkpoint of its own: a resumed run continues from its
 the source.
 
 Checked before any weight moves, each failure a ValueError naming the field: the source is not the run's own work
-dir, its vocabulary file is the same (checksum), its features come from the same encoder, layer and image size, and its architecture (embedding,
-units, attention size, gate, feature width, vocabulary size) is the same.
+dir, its vocabulary file is the same (checksum), its features come from the same encoder, layer and image size,
+and its architecture (embedding, units, attention size, gate, feature width, vocabulary size) is the same.
 """
 
 from __future__ import annotations
