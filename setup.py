@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The stack below was verified to install and import together (see README, "Requirements").
+# The stack below was verified to install and import together (README, "Install").
 # tensorflow-text, tf-keras and tensorflow-serving-api each require tensorflow>=2.21,<2.22: pinning them together
 # keeps pip from pulling a second TensorFlow.
 INSTALL_REQUIRES = [

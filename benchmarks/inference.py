@@ -1,4 +1,4 @@
-"""Inference speed and size of the exported models (issue 5): SavedModel (greedy, beam 3) and TFLite
+"""Inference speed and size of the exported models: SavedModel (greedy, beam 3) and TFLite
 (float32 / float16 / dynamic-range int8).
 
     python -m benchmarks.inference [--workdir DIR] [--runs 5] [--batch-sizes 1,32] [--threads 2]

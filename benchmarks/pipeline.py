@@ -1,17 +1,18 @@
 """Input-pipeline benchmark: extraction vs the encoder alone, tf.data vs training, peak memory vs dataset size.
 
-    python -m benchmarks.pipeline [--images 256] [--batch 64] [--encoder-layer top] [--mirrored]
+    python -m benchmarks.pipeline [--images 256] [--batch 64] [--encoder-layer top] [--mirrored] \
+        [--flickr8k-dir data/flickr8k]
 
 Prints, all measured in this run on this machine:
 1. feature extraction images/sec (Pillow decode in threads + resize + encoder + TFRecord write) next to the
-   encoder's own forward pass on already-decoded images at the same batch: goal ratio <= 1.5 (issue: I/O and
+   encoder's own forward pass on already-decoded images at the same batch: goal ratio <= 1.5 (I/O and
    decode overlapped with the encoder);
 2. `training_dataset` captions/sec from the shards next to what one training step consumes at the same batch size
    (the Flickr8k model: H = 512, E = A = 512 on the same features): goal ratio >= 5;
 3. peak RSS of a process that streams one epoch of 1x and 5x as many shards, both larger than the shuffle buffers
    (2,000 and 10,000 images of 7x7x1280 features): goal equal (memory independent of the dataset size); with
    --mirrored also for shards holding mirrored views streamed with mirror_probability 0.5 (the augmentation's cost).
-Images come from ../shared/flickr8k where present, else from the embedded scenes generator.
+Images come from the Flickr8k training split of --flickr8k-dir when given, else from the embedded scenes generator.
 """
 
 from __future__ import annotations
@@ -25,16 +26,13 @@ import time
 
 import numpy as np
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "flickr8k")
-
-
-def _records(count: int, workdir: str):
+def _records(count: int, workdir: str, flickr8k_dir: str = ""):
     from sat_tf.pipelines.sources.record import CaptionRecord
 
-    if os.path.isdir(SHARED):
+    if flickr8k_dir:
         from sat_tf.pipelines.sources import read_flickr8k
 
-        records, _ = read_flickr8k(SHARED)
+        records, _ = read_flickr8k(flickr8k_dir)
         return [r for r in records if r.split == "train"][:count], "flickr8k"
     from sat_tf.pipelines.sources import scenes
 
@@ -152,9 +150,11 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--mirrored", action="store_true",
                         help="also measure peak memory with mirrored views (mirror_probability 0.5)")
+    parser.add_argument("--flickr8k-dir", default="", help="Flickr8k root to take the photos from (default: the "
+                                                            "embedded scenes)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as workdir:
-        records, source = _records(args.images, workdir)
+        records, source = _records(args.images, workdir, args.flickr8k_dir)
         ex = bench_extraction(records, args.encoder_layer, 32, workdir)
         dt = bench_dataset_vs_training(ex["features"], ex["feature_shape"], ex["vocab_size"], args.batch)
         print(f"\nsource: {source}, {len(records)} images, EfficientNet-Lite0/{args.encoder_layer} "

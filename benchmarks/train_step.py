@@ -1,4 +1,4 @@
-"""Training throughput of the Captioner's train_step (issue 2 / 8 benchmark).
+"""Training throughput of the Captioner's train_step.
 
 Shapes (the PyTorch reference point's): B=64, L=196, D=512, E=H=A=512, V=10000, caption lengths uniform in 8..20
 words (+1 end token). Two batchings:

@@ -15,9 +15,9 @@ Two models, each in three variants, with the vocabulary and config.json beside t
     variants: float32; float16 (weights stored as float16: half the file, meant for GPU delegates; on CPU the
     weights are expanded to float32 and it measured slower than float32, see benchmarks/inference.py); int8
     (dynamic range: int8 weights, activations quantised on the fly; the smallest file). Full-integer int8 is not offered: calibrating the whole
-    loop model crashes the converter (../shared/FACTS.md).
+    loop model crashes the converter.
 
-How (all from ../shared/FACTS.md): the models are built from the same Keras layers and the same
+How: the models are built from the same Keras layers and the same
 `Captioner.decode` as the SavedModel; its greedy loop accumulates into fixed-shape buffers with one-hot masks (no
 TensorArray, which would need Flex ops with a dynamic batch). Each function is frozen with
 `convert_variables_to_constants_v2` first, because weights read inside a WHILE body are otherwise not embedded

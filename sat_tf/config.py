@@ -35,7 +35,7 @@ class ModelConfig:
         alpha_regularization: float. lambda of the doubly stochastic penalty (eq. 14; paper code: 1.0).
         reinforce_weight: float. lambda_r of the REINFORCE term (eq. 12).
         entropy_weight: float. lambda_e of the entropy bonus (paper code: 0.002); a negative value penalises the
-            attention's entropy instead (sharper attention; README, "Quality", session 8).
+            attention's entropy instead (sharper attention; docs/results.md, "Hard vs soft attention").
         baseline_decay: float. b <- decay * b + (1 - decay) * log p(y|s,a) (paper: 0.9).
         advantage_normalization: bool. Divide the REINFORCE learning signal log p(y|s,a) - b by max(1, sqrt(v)),
             v a moving average (same decay) of its square: the variance normalisation of Mnih & Gregor 2014
@@ -188,7 +188,7 @@ class DataConfig:
         mirror_probability: float in [0, 1]. Training augmentation: each training caption is paired with the
             mirrored photo's features with this probability (drawn per caption and epoch from the seed, so runs
             and resumes repeat). Needs `mirrored_views`. Captions are not changed: "left"/"right" are rare in
-            Flickr8k/COCO captions (documented in the README).
+            Flickr8k/COCO captions (docs/data.md).
     """
 
     dataset: str = "scenes"
@@ -310,15 +310,15 @@ def real_dataset_default(dataset: str, data_dir: str, recipe: str = "tuned",
     Args:
         dataset: str. "flickr8k", "coco" or "karpathy".
         data_dir: str. The dataset root.
-        recipe: str. "tuned" (the default): the best single-model recipe measured on Flickr8k (README "Quality
-            on Flickr8k", sessions 3-8): no doubly stochastic penalty (lambda = 0), the weight average (decay
+        recipe: str. "tuned" (the default): the best single-model recipe measured on Flickr8k
+            (docs/results.md): no doubly stochastic penalty (lambda = 0), the weight average (decay
             0.998) as the model that is scored and kept, NVIL variance normalisation of the REINFORCE signal
             (hard attention only), 8 epochs for soft attention and 10 for hard (where their dev BLEU-4
             peaked), and on Flickr8k training on mirrored views (p = 0.5; both views' features are extracted,
             twice the extraction time and disk, which on COCO's 123k images would be another ~15 GB, so COCO
             and Karpathy keep one view). "paper": the paper's training settings on the same decoder (lambda =
-            1, raw weights, no augmentation, the paper's REINFORCE estimator, 10 epochs): the preset of
-            sessions 1-8, kept so that their README commands rerun as they ran.
+            1, raw weights, no augmentation, the paper's REINFORCE estimator, 10 epochs), for reproducing the
+            paper's training on these features.
         attention: str. "soft" or "hard" (the tuned recipe's epoch count depends on it).
     """
     if recipe not in RECIPES:

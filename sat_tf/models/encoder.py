@@ -144,7 +144,7 @@ class EncoderSpec:
         input: str. The input contract.
         preprocessing: str. The normalisation the model applies to its input (inside the model).
         resize: str. How the pipeline brings a decoded image to S x S before the encoder: "squash" resizes the
-            whole image to S x S without keeping the aspect ratio (how ../shared/flickr8k was made).
+            whole image to S x S without keeping the aspect ratio.
     """
 
     name: str

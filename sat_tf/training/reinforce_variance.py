@@ -13,7 +13,7 @@ and prints, per estimator, the norm of the mean gradient ||g||, the total varian
 the signal-to-noise ratio ||g||^2 / E||g_m - g||^2 (how many draws it takes before the mean direction
 dominates; < 1 means a single minibatch's gradient is mostly noise), plus the share of the gradient norm that
 the REINFORCE term contributes, the attention entropy (nats, against log L for uniform) and the spread of the
-advantage log p(y|s,a) - b. It is how the README explains why hard attention trails soft here.
+advantage log p(y|s,a) - b. docs/results.md uses it to explain why hard attention trails soft.
 
 Shapes: B captions, L locations, M draws, P parameters (flattened).
 """

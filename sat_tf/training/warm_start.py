@@ -4,7 +4,7 @@ The use it was built for: hard attention fine-tuned from a trained soft-attentio
 the same trainable weights (embedding, f_att, the LSTM, f_beta, the init MLPs and the deep output layer; hard
 attention only adds non-trainable state: the REINFORCE baseline, its variance and random-generator states), so a
 hard run can start where a soft run ended and spend its epochs on the REINFORCE objective rather than on learning
-the language model from scratch (README, "Quality": whether hard attention then matches soft).
+the language model from scratch (docs/results.md: hard attention fine-tuned from soft matches soft).
 
 What is copied: every trainable weight, matched by its path (`decoder/attention/score/kernel`, ...), from the
 source's `best/` checkpoint (the weight average where the source kept one; falls back to its latest epoch). What is

@@ -92,8 +92,8 @@ def test_reinforce_gradient_is_unbiased(reinforce_baseline):
 
 @pytest.mark.parametrize("weight", [0.5, -0.5])
 def test_the_entropy_term_raises_attention_entropy_and_a_negative_weight_lowers_it(weight):
-    """lambda_e > 0 is the paper's entropy bonus; lambda_e < 0 (`model.entropy_weight=-0.1` in the README's
-    session-8 fine-tune) penalises the entropy: a gradient step on the loss's entropy term moves H[s] accordingly."""
+    """lambda_e > 0 is the paper's entropy bonus; lambda_e < 0 (`model.entropy_weight=-0.1`, the entropy penalty
+    of docs/results.md) penalises the entropy: a gradient step on the loss's entropy term moves H[s] accordingly."""
     keras.utils.set_random_seed(0)
     model = Captioner(vocab_size=6, feature_dim=D, embedding_dim=4, units=5, attention_dim=4, attention="hard",
                       dropout=0.0, alpha_regularization=0.0, reinforce_weight=0.0, entropy_weight=weight,
