@@ -45,6 +45,13 @@ def read_dataset(config: DataConfig, features_dir: str = "") -> tuple[list[Capti
     if config.dataset == "coco":
         from sat_tf.pipelines.sources import read_coco
 
+        if config.eval_split != config.train_split:
+            # One captions file is one split: training would fail at its first dev scoring, an epoch later.
+            raise ValueError(f"--dataset coco reads one captions file ({config.coco_annotations or 'captions_*.json'})"
+                             f", i.e. one split, but training also scores the {config.eval_split!r} split after "
+                             f"every epoch. Use Karpathy's splits: put dataset_coco.json beside the train2014/ and "
+                             f"val2014/ image folders and run python -m sat_tf.train --dataset karpathy --data-dir "
+                             f"{config.data_dir}")
         if not config.coco_annotations:
             raise ValueError("the coco dataset needs --coco-annotations (a captions_*.json file)")
         records, report = read_coco(config.coco_annotations, config.data_dir, split=config.train_split)

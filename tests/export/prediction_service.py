@@ -1,6 +1,6 @@
 """A local stand-in for TF Serving's gRPC PredictionService, for tests (the model server binary is not available).
 
-It does what the model server does with a SavedModel (../shared/FACTS.md, "TF Serving"): loads it by tag `serve`
+It does what the model server does with a SavedModel (TF Serving's documented behaviour): loads it by tag `serve`
 into a TF1 session, looks up the requested signature (default `serving_default`) and checks its method name is
 `tensorflow/serving/predict`, feeds the request's TensorProtos to the signature's input tensor names, fetches the
 output tensor names (honouring `output_filter`) and answers with TensorProtos; op errors come back as the gRPC status
