@@ -123,9 +123,17 @@ class Evaluation:
     seconds: float = 0.0
     decoding: dict = dataclasses.field(default_factory=dict)
 
+    def mean_words(self) -> dict:
+        """Mean caption length in words: {"generated": ..., "references": ...} (detokenised, split on spaces)."""
+        generated = [len(d.words) for d in self.decoded]
+        references = [len(r.split()) for d in self.decoded for r in d.references]
+        return {"generated": float(np.mean(generated)) if generated else float("nan"),
+                "references": float(np.mean(references)) if references else float("nan")}
+
     def summary(self) -> dict:
         out = {"split": self.split, "beam_size": self.beam_size, "images": len(self.decoded),
-               "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1), "decoding": self.decoding}
+               "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1), "decoding": self.decoding,
+               "mean_words": self.mean_words()}
         if self.grounding is not None:
             g = self.grounding
             out["grounding"] = {"rate": g.rate, "hits": g.hits, "total": g.total, "chance": g.chance,
