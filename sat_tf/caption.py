@@ -64,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --attention-map {args.attention_map} names one file but {len(paths)} images were given: "
               f"name a folder", file=sys.stderr)
         return 1
-    for item in missing:
-        print(f"{item}\terror: no image file matches", file=sys.stderr)
+    for item, reason in missing:
+        print(f"{item}\terror: {reason}", file=sys.stderr)
     if args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 1
@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for item in missing:
+    for item, reason in missing:
         if writer is not None:
-            writer.write(item, error="no image file matches")
+            writer.write(item, error=reason)
     try:
         if args.ensemble:
             experiment = load_ensemble([args.workdir, *args.ensemble], args.which,

@@ -109,6 +109,8 @@ class TrainConfig:
             criterion); 0 switches early stopping off.
         keep_checkpoints: int. Epoch checkpoints kept for resuming (the best model is kept apart).
         length_penalty: float. Beam ranking by log p / length**alpha for dev scores, evaluate and caption.
+        min_length: int. Decoding bars the end token before this many words (0 = no minimum), for dev scores,
+            evaluate and caption.
         suppress_unk: bool. Decoding never emits <unk> (dev scores, evaluate, caption, exports).
         scst_epochs: int. Self-critical epochs after the teacher-forced ones (Rennie et al. 2017; 0 = none): they
             start from the best teacher-forced model and optimise the CIDEr-D of sampled captions
@@ -136,6 +138,7 @@ class TrainConfig:
     patience: int = 3
     keep_checkpoints: int = 2
     length_penalty: float = 0.0
+    min_length: int = 0
     suppress_unk: bool = True
     scst_epochs: int = 0
     scst_learning_rate: float = 5e-5

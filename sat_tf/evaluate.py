@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--length-penalty", type=float, default=None,
                    help="rank beams by log p / length**alpha (default: the work dir's train.length_penalty)")
+    p.add_argument("--min-length", type=int, default=None,
+                   help="bar the end token before this many words (default: the work dir's train.min_length)")
     p.add_argument("--allow-unk", action="store_true",
                    help="let the decoder emit <unk> (by default it is suppressed: no reference contains it)")
     p.add_argument("--mirror", action="store_true",
@@ -77,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(experiment.captioner, experiment.vocabulary, features, split=split,
                           beam_size=beam, max_length=args.max_length or train.max_length, limit=args.limit,
                           length_penalty=train.length_penalty if args.length_penalty is None else args.length_penalty,
+                          min_length=train.min_length if args.min_length is None else args.min_length,
                           suppress_unk=not args.allow_unk, scene_objects=objects, out_dir=out,
                           mirror=args.mirror)
         report = None

@@ -4,7 +4,7 @@ A folder contributes every file under it (recursively, hidden entries skipped) w
 (IMAGE_SUFFIXES, any case); a pattern with `*`, `?` or `[` is expanded with `glob` (`**` matches folders
 recursively) and a folder it matches is expanded as above; anything else is taken as a file name as given, so a
 missing or unreadable file reaches the captioner and becomes that file's error line. A pattern or folder that
-matches no image is reported in `missing`.
+yields no image is reported in `missing` with the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Iterator, Sequence
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 _GLOB_CHARS = frozenset("*?[")
+NO_MATCH = "no image file matches"
+NO_IMAGE_IN_FOLDER = "cannot read file (a folder with no image file in it)"
 
 
 def _folder_images(folder: str) -> Iterator[str]:
@@ -25,8 +27,8 @@ def _folder_images(folder: str) -> Iterator[str]:
                 yield os.path.join(root, name)
 
 
-def expand_image_paths(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(image paths in order, inputs that matched no image).
+def expand_image_paths(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(image paths in order, [(input, why it gave no image)]).
 
     Files keep their order on the command line; a folder's and a pattern's matches come sorted. A file named
     twice (directly or through folders and patterns) is listed once, at its first place.
@@ -53,6 +55,8 @@ def expand_image_paths(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
                     add(match)
         else:
             add(item)
-        if len(paths) == before and (os.path.isdir(item) or not os.path.exists(item)):
-            missing.append(item)
+        if len(paths) == before and os.path.isdir(item):
+            missing.append((item, NO_IMAGE_IN_FOLDER))
+        elif len(paths) == before and not os.path.exists(item):
+            missing.append((item, NO_MATCH))
     return paths, missing

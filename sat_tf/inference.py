@@ -101,7 +101,8 @@ class ImageCaptioner:
                                                    for x, encoder in zip(pixels, self.encoders)))
         out = self.decoder.generate(
             inputs, beam_size=beam_size,
-            max_length=max_length, length_penalty=train.length_penalty, suppress_unk=train.suppress_unk)
+            max_length=max_length, length_penalty=train.length_penalty, suppress_unk=train.suppress_unk,
+            min_length=train.min_length)
         tokens, alphas = out["tokens"].numpy(), out["alpha"].numpy()  # (B, T), (B, T, L)
         locations = out["location"].numpy() if "location" in out else None
         log_probs = out["log_probs"].numpy()  # (B,)

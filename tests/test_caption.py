@@ -28,7 +28,8 @@ def test_folders_globs_and_files_expand_in_a_stable_order(tmp_path):
                                          str(tmp_path / "gone.jpg"), str(tmp_path / "empty")])
     assert [os.path.relpath(p, tmp_path) for p in paths] == ["a/1.PNG", "a/2.jpg", "a/sub/3.jpeg", "b.webp",
                                                                "gone.jpg"]  # 2.jpg once; gone.jpg errs later
-    assert missing == [str(tmp_path / "none" / "*.jpg"), str(tmp_path / "empty")]
+    assert missing == [(str(tmp_path / "none" / "*.jpg"), "no image file matches"),
+                       (str(tmp_path / "empty"), "cannot read file (a folder with no image file in it)")]
     paths, missing = expand_image_paths([str(tmp_path / "a" / "sub" / "*.jpeg")])
     assert paths == [str(tmp_path / "a" / "sub" / "3.jpeg")] and missing == []
 
