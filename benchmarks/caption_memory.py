@@ -1,10 +1,11 @@
 """Peak memory of `python -m sat_tf.caption` on a folder of N images: it must stay flat in N (streaming in batches).
 
-    python -m benchmarks.caption_memory --workdir runs/quick [--counts 100 1000] [--images-dir data/flickr8k/Flicker8k_Dataset]
+    python -m benchmarks.caption_memory --workdir runs/quick [--counts 100 1000] [--figures]
+        [--images-dir data/flickr8k/Flicker8k_Dataset]
 
 Each count runs the real command in its own process (`python -m sat_tf.caption --workdir DIR FOLDER --out
-captions.jsonl --attention-map figures/`) on a folder of N images, and reads that process's peak resident memory
-(ru_maxrss from wait4) and wall time. The images are the first N JPEGs of `--images-dir` (linked, not copied), or
+captions.jsonl`, and `--attention-map figures/` with `--figures`: drawing a figure costs more than captioning) on
+a folder of N images, and reads that process's peak resident memory (ru_maxrss from wait4) and wall time. The images are the first N JPEGs of `--images-dir` (linked, not copied), or
 else synthetic 500x375 JPEGs (Flickr8k's typical size) of smooth random colour fields. Prints a table and the
 ratio of the largest count's peak to the smallest's (goal: within 1.10).
 """
@@ -45,8 +46,7 @@ def linked_images(source: str, folder: str, count: int) -> None:
 def run_caption(workdir: str, folder: str, out_dir: str, extra: list[str]) -> tuple[float, float, int]:
     """(peak RSS in MiB, seconds, exit code) of one `python -m sat_tf.caption` process on `folder`."""
     command = [sys.executable, "-m", "sat_tf.caption", "--workdir", workdir, folder, "--no-progress",
-               "--out", os.path.join(out_dir, "captions.jsonl"), "--attention-map", os.path.join(out_dir, "figures"),
-               *extra]
+               "--out", os.path.join(out_dir, "captions.jsonl"), *extra]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--images-dir", default="", help="take the images from here (default: synthetic JPEGs)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--figures", action="store_true", help="also write every image's attention figure")
     args = parser.parse_args(argv)
 
     rows = []
@@ -75,14 +76,18 @@ def main(argv=None) -> int:
             else:
                 synthetic_jpegs(folder, count)
             out = os.path.join(tmp, f"out_{count}")
-            peak, seconds, code = run_caption(args.workdir, folder, out, ["--batch-size", str(args.batch_size)])
+            extra = ["--batch-size", str(args.batch_size)]
+            if args.figures:
+                extra += ["--attention-map", os.path.join(out, "figures")]
+            peak, seconds, code = run_caption(args.workdir, folder, out, extra)
             with open(os.path.join(out, "captions.jsonl"), encoding="utf-8") as f:
                 records = sum(1 for _ in f)
             figures = len(os.listdir(os.path.join(out, "figures"))) if os.path.isdir(os.path.join(out, "figures")) \
                 else 0
             rows.append((count, peak, seconds, records, figures, code))
     source = args.images_dir or "synthetic 500x375 JPEGs"
-    print(f"caption peak memory, {source}, batch {args.batch_size}, work dir {args.workdir}")
+    print(f"caption peak memory, {source}, batch {args.batch_size}, work dir {args.workdir}"
+          + (", with attention figures" if args.figures else ""))
     print("| images | peak RSS MiB | seconds | images/s | records | figures | exit |\n|---|---|---|---|---|---|---|")
     for count, peak, seconds, records, figures, code in rows:
         print(f"| {count} | {peak:.0f} | {seconds:.0f} | {count / seconds:.1f} | {records} | {figures} | {code} |")
