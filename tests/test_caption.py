@@ -120,3 +120,9 @@ def test_captions_stream_a_batch_at_a_time(workdir, images, monkeypatch):
     rest = list(stream)
     assert [r.path for r in [first, *rest]] == files and len(consumed) == 4
     assert [r.caption for r in [first, *rest]] == [r.caption for r in captioner.caption(files, beam_size=2)]
+
+
+def test_one_figure_file_for_several_images_is_refused_before_any_work(images, tmp_path, capsys):
+    assert caption_main(["--workdir", str(tmp_path / "no-such-workdir"), str(images),
+                         "--attention-map", str(tmp_path / "figure.png")]) == 1
+    assert "names one file but 6 images were given: name a folder" in capsys.readouterr().err
