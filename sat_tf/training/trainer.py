@@ -68,14 +68,14 @@ class TrainResult:
 
 
 def _comparable(configs: dict) -> dict:
-    """Config entries that must not change when a work dir is reused (epochs, patience and the self-critical
-    settings may: a finished run can be extended, e.g. by a self-critical phase)."""
+    """Config entries that must not change when a work dir is reused (epochs, patience, the self-critical
+    settings and the beam's length settings may: a finished run can be extended, e.g. by a self-critical phase)."""
     out = {}
     for name, cfg in configs.items():
         values = dataclasses.asdict(cfg)
         if name == "train":
             for extendable in ("epochs", "patience", "scst_epochs", "scst_learning_rate", "scst_samples",
-                               "scst_images"):
+                               "scst_images", "length_penalty", "min_length"):
                 values.pop(extendable)
         if name == "model":
             values.pop("vocab_size")
