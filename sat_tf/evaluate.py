@@ -1,7 +1,7 @@
 """`python -m sat_tf.evaluate --workdir DIR [--split val] [--beam-size K]`: batched beam-search decoding of a split
 (never teacher forcing), BLEU-1..4, METEOR, ROUGE-L and CIDEr with the coco-caption code on the paper's 0-100 scale,
-the attention-grounding rate on the embedded scenes; writes the COCO-format results JSON and a metrics JSON.
-A thin shell over `sat_tf.evaluation.evaluate`."""
+the attention-grounding rate on the embedded scenes; writes the COCO-format results JSON, a metrics JSON and an
+HTML report (`sat_tf.evaluation_report`). A thin shell over `sat_tf.evaluation.evaluate`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--length-penalty", type=float, default=None,
                    help="rank beams by log p / length**alpha (default: the work dir's train.length_penalty)")
+    p.add_argument("--min-length", type=int, default=None,
+                   help="bar the end token before this many words (default: the work dir's train.min_length)")
     p.add_argument("--allow-unk", action="store_true",
                    help="let the decoder emit <unk> (by default it is suppressed: no reference contains it)")
     p.add_argument("--mirror", action="store_true",
@@ -38,11 +40,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "over several encoders one DIR per encoder, in the order they first appear), e.g. the same "
                         "encoder's features re-extracted with --mirrored; refused unless the encoder matches")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images (0 = all)")
-    p.add_argument("--out", default="", help="output dir for the JSON files (default: <workdir>/eval)")
+    p.add_argument("--out", default="", help="output dir for the JSON files and the report (default: <workdir>/eval)")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the HTML report (report_<split>.html: scores, best/median/worst captions with their "
+                        "attention, caption lengths)")
     args = p.parse_args(argv)
 
     from sat_tf.evaluation import evaluate
-    from sat_tf.pipelines.dataset import FeatureError
+    from sat_tf.evaluation_report import write_report
+    from sat_tf.pipelines.dataset import FeatureError, load_manifest
     from sat_tf.pipelines.prepare import check_encoder, scenes_dir
     from sat_tf.workdir import load_captioner, load_ensemble
 
@@ -73,8 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(experiment.captioner, experiment.vocabulary, features, split=split,
                           beam_size=beam, max_length=args.max_length or train.max_length, limit=args.limit,
                           length_penalty=train.length_penalty if args.length_penalty is None else args.length_penalty,
+                          min_length=train.min_length if args.min_length is None else args.min_length,
                           suppress_unk=not args.allow_unk, scene_objects=objects, out_dir=out,
                           mirror=args.mirror)
+        report = None
+        if not args.no_report:
+            grid = tuple(load_manifest(features if isinstance(features, str) else features[0])["encoder"]["grid"])
+            report = write_report(os.path.join(out, f"report_{split}.html"), result, grid,
+                                  title=f"{os.path.basename(os.path.abspath(args.workdir))}: {split} split",
+                                  checkpoint=experiment.checkpoint_path)
     except (FileNotFoundError, ValueError, FeatureError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -84,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.grounding is not None:
         print(result.grounding)
     print(f"results: {os.path.join(out, f'captions_{split}.json')}\nmetrics: {os.path.join(out, f'metrics_{split}.json')}")
+    if report:
+        print(f"report: {report}")
     return 0
 
 

@@ -52,7 +52,8 @@ class Decoded:
 
 def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str = "val", beam_size: int = 3,
                  max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
-                 suppress_unk: bool = True, verify: str = "sha256", mirror: bool = False) -> list[Decoded]:
+                 suppress_unk: bool = True, verify: str = "sha256", mirror: bool = False,
+                 min_length: int = 0) -> list[Decoded]:
     """Generates a caption for every image of `split` (the first `limit` images when limit > 0).
 
     `features_dir` is a feature directory, or for a multi-input CaptionEnsemble a list of them, one per input
@@ -80,7 +81,7 @@ def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str 
         if mirror:
             annotations = mirrored_inputs(annotations, tuple(b[MIRRORED] for b in batches))
         out = captioner.generate(annotations, beam_size=beam_size, max_length=max_length,
-                                 length_penalty=length_penalty, suppress_unk=suppress_unk)
+                                 length_penalty=length_penalty, suppress_unk=suppress_unk, min_length=min_length)
         tokens = out["tokens"].numpy()  # (B, S)
         alphas = out["alpha"].numpy()  # (B, S, L)
         locations = out["location"].numpy() if "location" in out else None  # (B, S)
@@ -123,9 +124,17 @@ class Evaluation:
     seconds: float = 0.0
     decoding: dict = dataclasses.field(default_factory=dict)
 
+    def mean_words(self) -> dict:
+        """Mean caption length in words: {"generated": ..., "references": ...} (detokenised, split on spaces)."""
+        generated = [len(d.words) for d in self.decoded]
+        references = [len(r.split()) for d in self.decoded for r in d.references]
+        return {"generated": float(np.mean(generated)) if generated else float("nan"),
+                "references": float(np.mean(references)) if references else float("nan")}
+
     def summary(self) -> dict:
         out = {"split": self.split, "beam_size": self.beam_size, "images": len(self.decoded),
-               "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1), "decoding": self.decoding}
+               "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1), "decoding": self.decoding,
+               "mean_words": self.mean_words()}
         if self.grounding is not None:
             g = self.grounding
             out["grounding"] = {"rate": g.rate, "hits": g.hits, "total": g.total, "chance": g.chance,
@@ -148,7 +157,7 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
              max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
              suppress_unk: bool = True, scene_objects: dict | None = None,
              out_dir: str | None = None, metrics=("bleu", "meteor", "rouge", "cider"),
-             verify: str = "sha256", mirror: bool = False) -> Evaluation:
+             verify: str = "sha256", mirror: bool = False, min_length: int = 0) -> Evaluation:
     """Decodes and scores a split; writes `<out_dir>/captions_<split>.json` (COCO results format) and
     `<out_dir>/metrics_<split>.json` when out_dir is given.
 
@@ -157,8 +166,9 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         vocabulary: its Vocabulary.
         features_dir: str. Feature shards (pipelines.extract); a list of them, one per input, for a multi-input
             CaptionEnsemble.
-        split, beam_size, max_length, batch_size, limit, length_penalty, suppress_unk: decoding settings (limit
-            0 = every image; see `Captioner.generate` for the length penalty and <unk> suppression).
+        split, beam_size, max_length, batch_size, limit, length_penalty, suppress_unk, min_length: decoding
+            settings (limit 0 = every image; see `Captioner.generate` for the length penalty, the minimum length
+            and <unk> suppression).
         scene_objects: dict image_id -> objects, for the attention-grounding rate (embedded scenes dataset).
         out_dir: str or None. Where to write the JSON files.
         metrics: which coco-caption metrics to compute.
@@ -168,7 +178,8 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
     start = time.perf_counter()
     decoded = decode_split(captioner, vocabulary, features_dir, split=split, beam_size=beam_size,
                            max_length=max_length, batch_size=batch_size, limit=limit,
-                           length_penalty=length_penalty, suppress_unk=suppress_unk, verify=verify, mirror=mirror)
+                           length_penalty=length_penalty, suppress_unk=suppress_unk, verify=verify, mirror=mirror,
+                           min_length=min_length)
     references = {d.image_id: d.references for d in decoded}
     candidates = {d.image_id: d.caption for d in decoded}
     scores = score_captions(references, candidates, metrics=metrics)
@@ -183,7 +194,7 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
     result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start,
                         decoding={"beam_size": beam_size, "max_length": max_length, "length_penalty": length_penalty,
-                                  "suppress_unk": suppress_unk, "mirror": mirror,
+                                  "min_length": min_length, "suppress_unk": suppress_unk, "mirror": mirror,
                                   **_decoder_info(with_mirrored_views(captioner) if mirror else captioner)})
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)

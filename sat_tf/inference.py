@@ -9,7 +9,7 @@ Shapes: B images, S image side, L locations, D depth, T decoded steps.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -62,39 +62,57 @@ class ImageCaptioner:
     def caption(self, paths: Sequence[str], beam_size: int = 3, max_length: int | None = None,
                 batch_size: int = 16) -> list[Captioned]:
         """Captions every file of `paths` (in order); unreadable files come back with `error` set."""
-        cfg = self.experiment.train_config
-        max_length = max_length or cfg.max_length
-        results = [Captioned(path=str(p)) for p in paths]
+        return list(self.caption_stream(paths, beam_size, max_length, batch_size))
+
+    def caption_stream(self, paths: Iterable[str], beam_size: int = 3, max_length: int | None = None,
+                       batch_size: int = 16) -> Iterator[Captioned]:
+        """Yields one Captioned per file of `paths`, in order, reading and decoding `batch_size` files at a time:
+        memory stays flat however many files there are (keep no more of the results than you need)."""
+        batch: list[str] = []
+        for path in paths:
+            batch.append(str(path))
+            if len(batch) == batch_size:
+                yield from self._caption_batch(batch, beam_size, max_length)
+                batch = []
+        if batch:
+            yield from self._caption_batch(batch, beam_size, max_length)
+
+    def _caption_batch(self, paths: list[str], beam_size: int, max_length: int | None) -> list[Captioned]:
+        """Captions up to one batch of files; unreadable files come back with `error` set."""
+        train = self.experiment.train_config
+        max_length = max_length or train.max_length
+        results = [Captioned(path=p) for p in paths]
         good: list[tuple[int, list[np.ndarray]]] = []
         for i, path in enumerate(paths):
             try:
                 good.append((i, [load_and_resize(path, spec.image_size) for spec in self.specs]))  # (S, S, 3) each
             except ImageError as e:
                 results[i].error = e.reason
+        if not good:
+            return results
         vocabulary = self.experiment.vocabulary
-        for start in range(0, len(good), batch_size):
-            chunk = good[start:start + batch_size]
-            pixels = [np.stack([images[k] for _, images in chunk]) for k in range(len(self.encoders))]  # (B, S, S, 3)
-            annotations = [encoder(x, training=False) for x, encoder in zip(pixels, self.encoders)]  # (B, L, D)
-            inputs = annotations[0] if len(annotations) == 1 else tuple(annotations)
-            if self.mirror:
-                from sat_tf.decoding.mirrored import mirrored_inputs
+        pixels = [np.stack([images[k] for _, images in good]) for k in range(len(self.encoders))]  # (B, S, S, 3)
+        annotations = [encoder(x, training=False) for x, encoder in zip(pixels, self.encoders)]  # (B, L, D)
+        inputs = annotations[0] if len(annotations) == 1 else tuple(annotations)
+        if self.mirror:
+            from sat_tf.decoding.mirrored import mirrored_inputs
 
-                inputs = mirrored_inputs(inputs, tuple(encoder(np.ascontiguousarray(x[:, :, ::-1]), training=False)
-                                                       for x, encoder in zip(pixels, self.encoders)))
-            train = self.experiment.train_config
-            out = self.decoder.generate(
-                inputs, beam_size=beam_size,
-                max_length=max_length, length_penalty=train.length_penalty, suppress_unk=train.suppress_unk)
-            tokens, alphas = out["tokens"].numpy(), out["alpha"].numpy()  # (B, T), (B, T, L)
-            locations = out["location"].numpy() if "location" in out else None
-            for row, (i, _) in enumerate(chunk):
-                caption = vocabulary.decode(tokens[row])
-                words = caption.split()
-                results[i].caption, results[i].words = caption, words
-                results[i].alpha = alphas[row, :len(words)]
-                results[i].location = None if locations is None else locations[row, :len(words)]
-                results[i].log_prob = float(out["log_probs"][row])
+            inputs = mirrored_inputs(inputs, tuple(encoder(np.ascontiguousarray(x[:, :, ::-1]), training=False)
+                                                   for x, encoder in zip(pixels, self.encoders)))
+        out = self.decoder.generate(
+            inputs, beam_size=beam_size,
+            max_length=max_length, length_penalty=train.length_penalty, suppress_unk=train.suppress_unk,
+            min_length=train.min_length)
+        tokens, alphas = out["tokens"].numpy(), out["alpha"].numpy()  # (B, T), (B, T, L)
+        locations = out["location"].numpy() if "location" in out else None
+        log_probs = out["log_probs"].numpy()  # (B,)
+        for row, (i, _) in enumerate(good):
+            caption = vocabulary.decode(tokens[row])
+            words = caption.split()
+            results[i].caption, results[i].words = caption, words
+            results[i].alpha = alphas[row, :len(words)].copy()  # a copy: no view keeps the batch's array alive
+            results[i].location = None if locations is None else locations[row, :len(words)].copy()
+            results[i].log_prob = float(log_probs[row])
         return results
 
     def save_figure(self, result: Captioned, path: str) -> str:

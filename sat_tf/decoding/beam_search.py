@@ -68,7 +68,7 @@ def _beam_major(x, beam_size, max_length, trailing_shape=()):
 
 
 def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, max_length: int, start_id: int,
-                end_id: int, pad_id: int = 0, length_penalty: float = 0.0, images=None):
+                end_id: int, pad_id: int = 0, length_penalty: float = 0.0, images=None, min_length: int = 0):
     """Batched beam search.
 
     Args:
@@ -81,6 +81,9 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         start_id, end_id, pad_id: special token ids; tokens after the end token are `pad_id`.
         length_penalty: alpha; hypotheses are ranked by log p / length**alpha (0: plain log-probability,
             1: mean log-probability per token). Pruning during search uses the plain sums.
+        min_length: the end token is barred before step `min_length`, so every hypothesis has at least that many
+            words (0: no minimum). Unlike the penalty it acts during the search, where short captions that end
+            early would otherwise crowd longer ones out of the K beams.
         images: optional nested structure of per-image (B, ...) tensors that step_fn reads (annotations, say),
             passed as `step_fn(tokens, state, t, images)`. Given it, an image leaves the batch as soon as its K
             beams have all ended: later steps run on the remaining images' rows and images only (a batch runs as
@@ -139,6 +142,8 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
     def expand(t, step_log_probs, records, log_probs, finished, lengths, active, beams, histories):
         b = tf.shape(active)[0]  # B_a
         step_log_probs = tf.reshape(tf.cast(step_log_probs, tf.float32), [b, k, vocab])  # (B_a, K, V)
+        if min_length:
+            step_log_probs = _bar_end(step_log_probs, t, min_length, end_id, vocab)
         # A finished beam continues only with the end token, at no cost, so it competes with its final score.
         step_log_probs = tf.where(finished[:, :, None], only_end[None, None, :], step_log_probs)
         candidates = tf.reshape(log_probs[:, :, None] + step_log_probs, [b, k * vocab])  # (B_a, K*V)
@@ -245,20 +250,28 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
     return out
 
 
+def _bar_end(step_log_probs, t, min_length: int, end_id: int, vocab):
+    """(..., V) log-probs with the end token at NEG_INF while step t < min_length (a caption of t words)."""
+    too_short = tf.logical_and(t < min_length, tf.equal(tf.range(vocab), end_id))  # (V,)
+    return tf.where(too_short, tf.constant(NEG_INF, step_log_probs.dtype), step_log_probs)
+
+
 def greedy_search(step_fn: Callable, initial_state, batch_size, max_length: int, start_id: int, end_id: int,
-                  pad_id: int = 0, sample_seed=None):
+                  pad_id: int = 0, sample_seed=None, min_length: int = 0):
     """Greedy decoding: the arg-max token at every step. Same contract as `beam_search` with K = 1, returning
     (B, S) tokens, (B,) lengths and log_probs, and (B, S, *R) records.
 
     With `sample_seed` (int32 (2,) stateless seed) every token is instead drawn from the step's distribution
     (ancestral sampling: the caption is an exact draw from the model, as self-critical training needs); step t
-    uses fold_in(sample_seed, t), so a seed gives the same captions in any run.
+    uses fold_in(sample_seed, t), so a seed gives the same captions in any run. `min_length` as in `beam_search`.
     """
     tokens = tf.fill([batch_size], tf.constant(start_id, tf.int32))
     step_log_probs, state, records = step_fn(tokens, initial_state, tf.constant(0))
 
     def pick(t, step_log_probs, records, log_probs, finished, lengths, sequences, buffers):
         step_log_probs = tf.cast(step_log_probs, tf.float32)  # (B, V)
+        if min_length:
+            step_log_probs = _bar_end(step_log_probs, t, min_length, end_id, tf.shape(step_log_probs)[-1])
         if sample_seed is None:
             token = tf.argmax(step_log_probs, axis=-1, output_type=tf.int32)  # (B,)
         else:

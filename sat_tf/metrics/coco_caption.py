@@ -10,6 +10,9 @@ process fails, the result says so instead of reporting zeros:
 - tokenisation falls back to `python_ptb_tokenize`, a pure-Python approximation of PTBTokenizer plus
   coco-caption's punctuation filter (`CaptionScores.tokenizer` says which one ran, `tokenizer_note` why);
 - METEOR is reported in `CaptionScores.unavailable` with the reason, and is absent from `scores`.
+Every score table (`CaptionScores.format_table`) and JSON (`CaptionScores.as_dict`) states which tokenizer and
+METEOR ran, and BLEU's length ratio: total hypothesis tokens over the effective reference length (per image the
+reference closest in length, as coco-caption's BLEU picks it); below 1 the brevity penalty applies.
 
 Shapes: N images scored (the candidate ids), R_i references of image i.
 
@@ -29,7 +32,7 @@ import shutil
 import threading
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
-from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
@@ -45,6 +48,8 @@ METRIC_KEYS = {
     "rouge": ("ROUGE-L",),
     "cider": ("CIDEr",),
 }
+TOKENIZER_NAMES = {"ptb": "PTB (Stanford PTBTokenizer, Java)", "python": "Python fallback (python_ptb_tokenize)"}
+METEOR_NAME = "METEOR 1.5 (Java)"
 SCALE = 100.0  # the paper's scale: BLEU 0.671 -> 67.1; CIDEr 0.457 -> 45.7
 METEOR_TIMEOUT_S = 300.0
 
@@ -74,6 +79,9 @@ class CaptionScores:
         tokenizer_note: str or None. Why the Python fallback tokenizer ran.
         num_images: int. Number of images scored (N).
         metrics: tuple. The metric names asked for, in report order.
+        hypothesis_length: int. Tokens of all candidates (after tokenisation), as BLEU counts them.
+        reference_length: float. BLEU's effective reference length: per image the reference length closest to the
+            candidate's (the shorter on a tie), summed.
     """
 
     scores: dict[str, float]
@@ -83,6 +91,28 @@ class CaptionScores:
     tokenizer_note: str | None
     num_images: int
     metrics: tuple[str, ...] = ALL_METRICS
+    hypothesis_length: int = 0
+    reference_length: float = 0.0
+
+    @property
+    def length_ratio(self) -> float:
+        """BLEU's hypothesis / effective reference length (below 1: captions too short, brevity penalty applies)."""
+        return self.hypothesis_length / self.reference_length if self.reference_length else float("nan")
+
+    @property
+    def meteor_status(self) -> str | None:
+        """What METEOR ran as: METEOR_NAME, "unavailable: <why>", or None where it was not asked for."""
+        if "meteor" not in self.metrics:
+            return None
+        if "METEOR" in self.unavailable:
+            return f"unavailable: {self.unavailable['METEOR']}"
+        return METEOR_NAME
+
+    @property
+    def tokenizer_status(self) -> str:
+        """The tokenizer that ran, with the reason where the Python fallback stood in for Java's."""
+        name = TOKENIZER_NAMES.get(self.tokenizer, self.tokenizer)
+        return f"{name}: {self.tokenizer_note}" if self.tokenizer_note else name
 
     def __getitem__(self, key: str) -> float:
         if key in self.unavailable:
@@ -94,7 +124,8 @@ class CaptionScores:
         return [k for m in self.metrics for k in METRIC_KEYS[m]]
 
     def as_dict(self, per_image: bool = False) -> dict[str, Any]:
-        """A JSON-ready dict: scores, unavailable, tokenizer, tokenizer_note, num_images (+ per_image).
+        """A JSON-ready dict: scores, unavailable, tokenizer, tokenizer_note, meteor, the BLEU lengths and their
+        ratio, num_images (+ per_image).
 
         Args:
             per_image: bool. Also include the per-image scores (ids become strings, as JSON keys must).
@@ -104,6 +135,11 @@ class CaptionScores:
             "unavailable": dict(self.unavailable),
             "tokenizer": self.tokenizer,
             "tokenizer_note": self.tokenizer_note,
+            "tokenizer_status": self.tokenizer_status,
+            "meteor": self.meteor_status,
+            "length_ratio": self.length_ratio,
+            "hypothesis_length": self.hypothesis_length,
+            "reference_length": self.reference_length,
             "num_images": self.num_images,
         }
         if per_image:
@@ -111,7 +147,8 @@ class CaptionScores:
         return out
 
     def format_table(self) -> str:
-        """One line per metric, e.g. "BLEU-4     18.60" or "METEOR     n/a (java not found on PATH)"."""
+        """One line per metric, e.g. "BLEU-4     18.60" or "METEOR     n/a (java not found on PATH)", then the
+        length ratio, the tokenizer and METEOR's status (always printed: a fallback must never go unnoticed)."""
         width = max(len(k) for k in self.keys())
         lines = []
         for key in self.keys():
@@ -119,6 +156,11 @@ class CaptionScores:
                 lines.append(f"{key:<{width}}  {self.scores[key]:6.2f}")
             else:
                 lines.append(f"{key:<{width}}     n/a ({self.unavailable.get(key, 'not computed')})")
+        lines.append(f"length ratio {self.length_ratio:.3f} (BLEU: {self.hypothesis_length} candidate tokens / "
+                     f"{self.reference_length:g} closest-reference tokens)")
+        lines.append(f"tokenizer: {self.tokenizer_status}")
+        if self.meteor_status is not None:
+            lines.append(f"METEOR: {self.meteor_status}")
         return "\n".join(lines)
 
     def to_json(self, path: str | os.PathLike, per_image: bool = True) -> None:
@@ -362,10 +404,13 @@ def score_captions(references: Mapping[Hashable, Sequence[str]], candidates: Map
         scores[key] = float(corpus) * SCALE
         per_image[key] = {i: float(s) * SCALE for i, s in zip(ids, images)}
 
+    bleu = BleuScorer(n=4)  # as pycocoevalcap's Bleu(4), keeping the scorer to read its lengths
+    for i in ids:
+        bleu += (res[i][0], gts[i])
+    bleu_corpus, bleu_images = bleu.compute_score(option="closest")  # 4 lists: BLEU-n for n=1..4
     for metric in metrics:
         if metric == "bleu":
-            corpus, images = Bleu(4).compute_score(gts, res, verbose=0)  # 4 lists: BLEU-n for n=1..4
-            for key, c, imgs in zip(METRIC_KEYS["bleu"], corpus, images):
+            for key, c, imgs in zip(METRIC_KEYS["bleu"], bleu_corpus, bleu_images):
                 record(key, c, imgs)
         elif metric == "meteor":
             if java is None:
@@ -390,7 +435,8 @@ def score_captions(references: Mapping[Hashable, Sequence[str]], candidates: Map
             record("CIDEr", corpus, images)
 
     return CaptionScores(scores=scores, per_image=per_image, unavailable=unavailable, tokenizer=tokenizer,
-                         tokenizer_note=tokenizer_note, num_images=len(ids), metrics=metrics)
+                         tokenizer_note=tokenizer_note, num_images=len(ids), metrics=metrics,
+                         hypothesis_length=int(bleu.testlen()), reference_length=float(bleu.reflen()))
 
 
 # ----------------------------------------------------------------------------------------------------------

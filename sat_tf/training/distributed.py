@@ -547,8 +547,8 @@ class _DevScoring(LoopCallback):
         with averaged_weights(self.trainer.model, self.trainer.optimizer):
             result = evaluate(self.trainer.model, exp.vocabulary, exp.features_dir,
                               split=exp.data_config.eval_split, beam_size=cfg.beam_size, max_length=cfg.max_length,
-                              length_penalty=cfg.length_penalty, suppress_unk=cfg.suppress_unk,
-                              limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
+                              length_penalty=cfg.length_penalty, min_length=cfg.min_length,
+                              suppress_unk=cfg.suppress_unk, limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
                               scene_objects=self.scene_objects, verify="size")
             bleu4 = result.scores["BLEU-4"]
             improved = bleu4 > float(progress["best_bleu4"].numpy())
@@ -657,7 +657,8 @@ def train_with_strategy(workdir: str, model_config: ModelConfig, train_config: T
         scoring = trainer.callbacks[0]
         final = evaluate(trainer.model, experiment.vocabulary, features_dir, split=data.eval_split,
                          beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
-                         suppress_unk=cfg.suppress_unk, scene_objects=scoring.scene_objects,
+                         min_length=cfg.min_length, suppress_unk=cfg.suppress_unk,
+                         scene_objects=scoring.scene_objects,
                          out_dir=experiment.path("eval"))
     return single.TrainResult(workdir, int(trainer.epoch) - initial_epoch, int(progress["best_epoch"].numpy()),
                               float(progress["best_bleu4"].numpy()), stopped, trainer.history, final,

@@ -68,14 +68,14 @@ class TrainResult:
 
 
 def _comparable(configs: dict) -> dict:
-    """Config entries that must not change when a work dir is reused (epochs, patience and the self-critical
-    settings may: a finished run can be extended, e.g. by a self-critical phase)."""
+    """Config entries that must not change when a work dir is reused (epochs, patience, the self-critical
+    settings and the beam's length settings may: a finished run can be extended, e.g. by a self-critical phase)."""
     out = {}
     for name, cfg in configs.items():
         values = dataclasses.asdict(cfg)
         if name == "train":
             for extendable in ("epochs", "patience", "scst_epochs", "scst_learning_rate", "scst_samples",
-                               "scst_images"):
+                               "scst_images", "length_penalty", "min_length"):
                 values.pop(extendable)
         if name == "model":
             values.pop("vocab_size")
@@ -163,8 +163,8 @@ class _EpochEnd(keras.callbacks.Callback):
         with averaged_weights(self.model):  # scored and kept as the best: the weight average, where kept
             result = evaluate(self.model, exp.vocabulary, self.features_dir, split=exp.data_config.eval_split,
                               beam_size=cfg.beam_size, max_length=cfg.max_length,
-                              length_penalty=cfg.length_penalty, suppress_unk=cfg.suppress_unk,
-                              limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
+                              length_penalty=cfg.length_penalty, min_length=cfg.min_length,
+                              suppress_unk=cfg.suppress_unk, limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
                               scene_objects=self.scene_objects, verify="size")
             bleu4 = result.scores["BLEU-4"]
             improved = bleu4 > float(self.progress.best_bleu4)
@@ -337,7 +337,7 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
         wd.checkpoint_for(model).restore(best_manager.latest_checkpoint).expect_partial()
         final = evaluate(model, experiment.vocabulary, features_dir, split=data.eval_split,
                          beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
-                         suppress_unk=cfg.suppress_unk, scene_objects=scene_objects,
+                         min_length=cfg.min_length, suppress_unk=cfg.suppress_unk, scene_objects=scene_objects,
                          out_dir=experiment.path("eval"))
     return TrainResult(workdir, int(progress.epoch) - initial_epoch, int(progress.best_epoch),
                        float(progress.best_bleu4), stopped, end.history, final, time.perf_counter() - start)

@@ -129,3 +129,47 @@ def test_sampling_draws_from_the_step_distribution_and_repeats_with_its_seed():
     np.testing.assert_array_equal(out["tokens"].numpy(), again["tokens"].numpy())
     other = greedy_search(_step_fn, [images], rows, 4, START, END, PAD, sample_seed=tf.constant([7, 12]))
     assert np.any(out["tokens"].numpy() != other["tokens"].numpy())
+
+
+# A short caption "A <end>" (p = 0.6 * 0.9 = 0.54) against a long one "B C D <end>" (p = 0.4: after B the rest is
+# nearly certain): plain log-probability prefers the short one (-0.62 vs -0.92); so does log p / length**0.5 (-0.44
+# vs -0.46); per-token mean log-probability (length_penalty 1) prefers the long one (-0.31 vs -0.23).
+C, D = 5, 6
+LENGTH_TABLE = np.full((7, 7), 1e-6)
+for _prev, _next in {START: {A: 0.6, B: 0.4}, A: {END: 0.9, C: 0.1}, B: {C: 0.99}, C: {D: 0.99},
+                     D: {END: 0.99}}.items():
+    for _tok, _p in _next.items():
+        LENGTH_TABLE[_prev, _tok] = _p
+LENGTH_TABLE = tf.constant(np.log(LENGTH_TABLE / LENGTH_TABLE.sum(1, keepdims=True)).astype("float32"))  # (V, V)
+
+
+def _length_step_fn(tokens, state, t):
+    return tf.gather(LENGTH_TABLE, tokens), state, {}  # (N, V)
+
+
+def _length_decode(beam_size, length_penalty=0.0, min_length=0):
+    if beam_size == 0:
+        return greedy_search(_length_step_fn, [tf.zeros([1])], 1, 6, START, END, PAD, min_length=min_length)
+    return beam_search(_length_step_fn, [tf.zeros([beam_size])], 1, beam_size, 6, START, END, PAD, length_penalty,
+                       min_length=min_length)
+
+
+@pytest.mark.parametrize("length_penalty, winner", [(0.0, [A, END]), (0.5, [A, END]), (1.0, [B, C, D, END])])
+def test_length_penalty_changes_which_caption_wins(length_penalty, winner):
+    out = _length_decode(beam_size=2, length_penalty=length_penalty)
+    best = out["tokens"].numpy()[0, 0]
+    np.testing.assert_array_equal(best[:len(winner)], winner)
+    assert np.all(best[len(winner):] == PAD)
+    # both captions were found either way: only the ranking changed (-0.62 / 2**a vs -0.92 / 4**a)
+    found = {tuple(row[:n]) for row, n in zip(out["tokens"].numpy()[0], out["lengths"].numpy()[0])}
+    assert found == {(A, END), (B, C, D, END)}
+    np.testing.assert_allclose(sorted(out["log_probs"].numpy()[0]), [np.log(0.4), np.log(0.54)], rtol=1e-3)
+
+
+def test_min_length_bars_the_end_token_until_enough_words():
+    out = _length_decode(beam_size=2, min_length=3)
+    np.testing.assert_array_equal(out["tokens"].numpy()[0, 0, :4], [B, C, D, END])
+    assert np.all(out["lengths"].numpy() >= 4)  # 3 words + the end token, in every beam
+    greedy = _length_decode(beam_size=0, min_length=3)
+    np.testing.assert_array_equal(greedy["tokens"].numpy()[0, :4], [A, C, D, END])  # A, then END is barred
+    np.testing.assert_array_equal(_length_decode(beam_size=0)["tokens"].numpy()[0, :2], [A, END])

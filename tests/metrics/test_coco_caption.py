@@ -48,6 +48,12 @@ def test_bleu_matches_hand_computation():
         # Per-image BLEU uses each image's own brevity penalty: b has 3 of 6 tokens -> exp(1 - 6/3).
         assert scores.per_image["BLEU-1"]["b"] == pytest.approx(100 * math.exp(-1), rel=1e-6)
         assert set(scores.scores) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"}
+        # BLEU's length ratio: candidate tokens over the closest-reference tokens, the ratio behind the penalty
+        assert (scores.hypothesis_length, scores.reference_length) == (test_len, ref_len)
+        assert scores.length_ratio == pytest.approx(test_len / ref_len)
+        assert f"length ratio {test_len / ref_len:.3f}" in scores.format_table()
+        assert scores.as_dict()["length_ratio"] == pytest.approx(test_len / ref_len)
+        assert scores.meteor_status is None and "METEOR" not in scores.format_table()
 
 
 def test_identical_captions_score_maximal():
@@ -78,6 +84,10 @@ def test_meteor_with_java_and_process_is_reaped(monkeypatch):
     scores = score_captions(references, candidates)
     assert scores.tokenizer == "ptb" and scores.tokenizer_note is None
     assert scores.unavailable == {}
+    table = scores.format_table()
+    assert "tokenizer: PTB (Stanford PTBTokenizer, Java)" in table and "METEOR: METEOR 1.5 (Java)" in table
+    assert scores.as_dict()["meteor"] == "METEOR 1.5 (Java)"
+    assert scores.as_dict()["tokenizer_status"] == "PTB (Stanford PTBTokenizer, Java)"
     assert 0.0 < scores["METEOR"] <= 100.0
     per_image = scores.per_image["METEOR"]
     assert per_image["1"] > per_image["3"] > per_image["2"]
@@ -95,9 +105,16 @@ def test_missing_java_reports_meteor_unavailable_not_zero():
     with pytest.raises(KeyError, match="unavailable"):
         scores["METEOR"]
     table = scores.format_table().splitlines()
-    assert len(table) == 7
+    assert len(table) == 10  # 7 metrics, the length ratio, the tokenizer, METEOR's status
     assert table[4].startswith("METEOR") and "n/a (java not found on PATH)" in table[4]
-    assert "METEOR" not in scores.as_dict()["scores"] and "METEOR" in scores.as_dict()["unavailable"]
+    assert table[7].startswith("length ratio 1.000")
+    # the fallback is said in the table and in the JSON, never silent
+    assert table[8] == "tokenizer: Python fallback (python_ptb_tokenize): java not found on PATH"
+    assert table[9] == "METEOR: unavailable: java not found on PATH"
+    summary = scores.as_dict()
+    assert "METEOR" not in summary["scores"] and "METEOR" in summary["unavailable"]
+    assert summary["tokenizer"] == "python" and summary["meteor"] == "unavailable: java not found on PATH"
+    assert summary["tokenizer_status"].startswith("Python fallback")
 
 
 @needs_java

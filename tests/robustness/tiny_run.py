@@ -36,3 +36,19 @@ def checkpoint_values(prefix: str) -> dict:
     reader = tf.train.load_checkpoint(prefix)
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
             if not name.startswith(("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
+
+
+def trained_workdir(root: str, attention: str = "soft", epochs: int = 1) -> str:
+    """A work dir under `root` trained `epochs` epoch(s) on fake-backbone features (prepared under root/features);
+    caption it with the fake backbone installed (`fake_backbone.install`)."""
+    import os
+
+    from sat_tf.training import trainer
+
+    features_dir = os.path.join(root, "features")
+    model, train, data = tiny_configs(features_dir, epochs=epochs)
+    prepare_with_fake_backbone(data, features_dir)
+    workdir = os.path.join(root, attention)
+    trainer.train(workdir, dataclasses.replace(model, attention=attention), train, data, verbose=0,
+                  final_evaluation=False, tensorboard=False, log=lambda line: None)
+    return workdir
