@@ -35,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", default="sat_tf", help="model name (TF Serving MODEL_NAME)")
     parser.add_argument("--version", type=int, default=1, help="SavedModel version subdirectory")
     parser.add_argument("--beam-size", type=int, default=3, help="beam width of the SavedModel (fixed at export)")
-    parser.add_argument("--length-penalty", type=float, default=0.0, help="rank beams by log p / length**alpha")
+    parser.add_argument("--length-penalty", type=float, default=None,
+                        help="rank beams by log p / length**alpha (default: the work dir's train.length_penalty)")
     parser.add_argument("--formats", default="", help=f"comma-separated subset of {FORMATS} (default: all; "
                                                       f"saved_model with --ensemble or --mirror)")
     parser.add_argument("--ensemble", nargs="+", default=[], metavar="DIR",
@@ -75,7 +76,9 @@ def main(argv=None) -> int:
         from sat_tf.export.saved_model import export_saved_model
 
         path = export_saved_model(source, args.out, name=args.name, version=args.version, beam_size=args.beam_size,
-                                  length_penalty=args.length_penalty, overwrite=args.overwrite)
+                                  length_penalty=(source.train_config.length_penalty if args.length_penalty is None
+                                                  else args.length_penalty),
+                                  overwrite=args.overwrite)
         print(f"SavedModel: {path}  (TF Serving model base path {os.path.dirname(os.path.abspath(path))})")
     if "tflite" in args.formats:
         from sat_tf.export.tflite import export_tflite

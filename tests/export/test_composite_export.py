@@ -102,10 +102,20 @@ def test_one_captioner_formats_refuse_composites_and_the_cli_exports_the_saved_m
     with pytest.raises(SystemExit):
         export_main(["--workdir", workdir, "--out", str(tmp_path / "x"), "--mirror", "--formats", "tflite"])
     assert "export a SavedModel only" in capsys.readouterr().err
+    # a work dir whose recipe ranks beams with a length penalty: the export takes it unless told otherwise
+    ranked = str(tmp_path / "ranked")
+    shutil.copytree(workdir, ranked)
+    with open(os.path.join(ranked, "config.json")) as f:
+        recorded = json.load(f)
+    recorded["train"]["length_penalty"] = 0.7
+    with open(os.path.join(ranked, "config.json"), "w") as f:
+        json.dump(recorded, f)
     out = str(tmp_path / "cli")
-    assert export_main(["--workdir", workdir, "--ensemble", other_workdir, "--which", "latest", "--out", out,
+    assert export_main(["--workdir", ranked, "--ensemble", other_workdir, "--which", "latest", "--out", out,
                         "--combine", "log_probability"]) == 0
     assert sorted(os.listdir(out)) == ["sat_tf"]  # no TFLite or Keras folder
     config = json.load(open(os.path.join(out, "sat_tf", "1", "assets", "config.json")))
     assert config["export"]["ensemble"]["combine"] == "log_probability"
+    # without --length-penalty the SavedModel ranks beams as the work dir's recipe does
+    assert config["export"]["length_penalty"] == config["train"]["length_penalty"] == 0.7
     assert set(OUTPUTS) <= set(config["export"]["signatures"]["serving_default"]["outputs"])
