@@ -14,7 +14,7 @@ from sat_tf import config as cfg
 from sat_tf import workdir as wd
 from sat_tf.train import main as train_main
 from sat_tf.train import parse_overrides
-from sat_tf.training import trainer
+from sat_tf.training import callbacks, trainer
 
 
 def _tiny(features_dir: str, epochs: int = 3, **train):
@@ -43,17 +43,17 @@ def _weights(workdir: str, which: str = "latest") -> list[np.ndarray]:
 
 def _run_killed_after_epoch(monkeypatch, epoch: int, workdir: str, *configs) -> None:
     """Trains `workdir` and simulates a kill right after epoch `epoch` (1-based) has been checkpointed."""
-    original = trainer._EpochEnd.on_epoch_end
+    original = callbacks.WorkdirCallback.on_epoch_end
 
     def crash(self, e, logs=None):
         original(self, e, logs)
         if e + 1 == epoch:
             raise KeyboardInterrupt(f"simulated kill after epoch {epoch}")
 
-    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", crash)
+    monkeypatch.setattr(callbacks.WorkdirCallback, "on_epoch_end", crash)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(workdir, *configs, verbose=0, final_evaluation=False, tensorboard=False)
-    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", original)
+    monkeypatch.setattr(callbacks.WorkdirCallback, "on_epoch_end", original)
 
 
 def test_overrides_parse_types_and_refuse_unknown_names():
@@ -517,14 +517,11 @@ def test_init_from_refuses_an_incompatible_or_missing_source(features_dir, soft_
 
 
 def test_init_from_under_a_distribution_strategy(features_dir, soft_workdir, tmp_path):
-    """`--strategy mirrored --init-from`: the distributed trainer starts from the source's weights too."""
-    from sat_tf.training import distributed
-
+    """`--strategy mirrored --init-from`: a run under a strategy starts from the source's weights too."""
     model, train, data = _tiny(features_dir, epochs=1, learning_rate=1e-9)
     warm, lines = str(tmp_path / "warm"), []
-    distributed.train_with_strategy(warm, dataclasses.replace(model, attention="hard"),
-                                    dataclasses.replace(train, init_from=soft_workdir), data, strategy="mirrored",
-                                    log=lines.append, final_evaluation=False)
+    trainer.train(warm, dataclasses.replace(model, attention="hard"), dataclasses.replace(train, init_from=soft_workdir),
+                  data, strategy="mirrored", log=lines.append, final_evaluation=False, verbose=0, tensorboard=False)
     assert any(line.startswith("starting from the weights of") for line in lines), lines
     got, source = _trainable(warm, "latest"), _trainable(soft_workdir, "best")
     for path, value in source.items():

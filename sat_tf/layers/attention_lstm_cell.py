@@ -134,14 +134,14 @@ class AttentionLSTMCell(keras.layers.Layer):
         return ops.cast(ops.concatenate(parts, axis=1), self.compute_dtype)
 
     def step(self, projected_input, states, annotations, projected, kernel, mode: str = "expected", seed=None,
-             use_expected=None, location=None):
+             use_expected=None, location=None, rows=None):
         """The recurrent part of one step (everything that depends on h_{t-1}).
 
         Args:
             projected_input: (B, 4H), `project_inputs(E y_{t-1})`.
             states: [h (B, H), c (B, H)].
             annotations: (B, L, D); projected: (B, L, A) from `prepare`; kernel: from `recurrent_kernel`.
-            mode, seed, use_expected, location: hard attention only, see `HardAttention.select`.
+            mode, seed, use_expected, location, rows: hard attention only, see `HardAttention.select`.
 
         Returns:
             (h_t, c_t, extras) where extras has `context` (B, D) (gated, beta_t z_t), `alpha` (B, L), `beta`
@@ -156,7 +156,7 @@ class AttentionLSTMCell(keras.layers.Layer):
         extras = {"alpha": alpha}
         if self.attention_kind == "hard":
             context, location, log_prob, entropy = self.attention.select(
-                annotations, context, scores, mode, seed, use_expected, location)
+                annotations, context, scores, mode, seed, use_expected, location, rows)
             extras.update(location=location, log_prob=log_prob, entropy=entropy)
         beta = None
         if self.gate is not None:
