@@ -240,31 +240,6 @@ def test_mixed_precision_trains_in_bfloat16_with_float32_weights_and_does_not_le
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_self_critical_phase_follows_the_best_model_and_resumes_exactly(features_dir, tmp_path, monkeypatch):
-    settings = dict(epochs=1, scst_epochs=2, scst_images=8, scst_samples=3, scst_learning_rate=1e-3)
-    straight = str(tmp_path / "straight")
-    lines = []
-    result = trainer.train(straight, *_tiny(features_dir, **settings), verbose=0, final_evaluation=False,
-                           tensorboard=False, log=lines.append)
-    assert result.epochs_done == 3
-    assert [h["phase"] for h in result.history] == ["teacher forcing", "self-critical", "self-critical"]
-    assert {"reward", "advantage_std", "sample_length"} <= set(result.history[1])
-    assert "xent" in result.history[0] and "reward" not in result.history[0]
-    assert any(line.startswith("self-critical phase: 2 epoch(s)") for line in lines)
-
-    crashed = str(tmp_path / "crashed")
-    _run_killed_after_epoch(monkeypatch, 2, crashed, *_tiny(features_dir, **settings))  # 1st self-critical epoch
-    resumed = trainer.train(crashed, *_tiny(features_dir, **settings), verbose=0, final_evaluation=False,
-                            tensorboard=False)
-    assert resumed.epochs_done == 1 and [h["phase"] for h in resumed.history] == ["self-critical"]
-    for a, b in zip(_weights(straight), _weights(crashed)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    # more self-critical epochs may be asked of a finished work dir (like more epochs)
-    more = trainer.train(straight, *_tiny(features_dir, **{**settings, "scst_epochs": 3}), verbose=0,
-                         final_evaluation=False, tensorboard=False)
-    assert more.epochs_done == 1 and more.history[0]["epoch"] == 4
-
-
 @pytest.fixture(scope="module")
 def hard_workdir(features_dir, tmp_path_factory):
     """A hard-attention work dir trained for one epoch on the tiny scenes features."""

@@ -103,9 +103,6 @@ class Captioner(SymbolicBuildFree, keras.Model):
             terms += ("advantage_variance",)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in terms}
         self._decoders = {}
-        # A `sat_tf.training.self_critical.SelfCritical` makes `fit` run self-critical steps instead of
-        # teacher forcing (set by the trainer for its second phase; not part of the saved model).
-        self.self_critical = None
         self.built = True
 
     @classmethod
@@ -307,8 +304,6 @@ class Captioner(SymbolicBuildFree, keras.Model):
         gradient is clipped as a whole: `sat_tf.models.distributed_fit`). Hard attention's coin and locations come
         from a stateless seed of `seed` and the optimizer's step counter, the same on every replica and after a
         resume."""
-        if self.self_critical is not None:
-            return self.self_critical.train_step(self, data)
         annotations, tokens = _unpack(data)
         tokens = tf.cast(tokens, tf.int32)
         mask = tf.cast(tf.not_equal(tokens[:, 1:], self.model_config.pad_id), tf.float32)  # (B, T)
@@ -383,8 +378,6 @@ class Captioner(SymbolicBuildFree, keras.Model):
 
     @property
     def metrics(self):
-        if self.self_critical is not None:
-            return list(self.self_critical.trackers.values())
         return list(self.trackers.values())
 
     # -- decoding -------------------------------------------------------------------------------------------
@@ -459,10 +452,9 @@ class Captioner(SymbolicBuildFree, keras.Model):
         return tf.constant([NEG_INF if i in banned else 0.0 for i in range(cfg.vocab_size)], tf.float32)
 
     def sample(self, annotations, num_samples: int, max_length: int = 20, seed=None, suppress_unk: bool = True):
-        """`num_samples` captions per image drawn from the model (ancestral sampling, no dropout), for
-        self-critical training. Hard attention draws its locations too when `hard_inference` is "sample" (then
-        they are part of the sampled action and returned as `location`); otherwise its context is the inference
-        one.
+        """`num_samples` captions per image drawn from the model (ancestral sampling, no dropout). Hard attention
+        draws its locations too when `hard_inference` is "sample" (then they are part of the sampled action and
+        returned as `location`); otherwise its context is the inference one.
 
         Args:
             annotations: (B, L, D).

@@ -54,12 +54,10 @@ class Progress:
         self.best_bleu4 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_bleu4")
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
         self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_epochs")
-        # Epochs done when the self-critical phase began (0: not begun).
-        self.scst_start = tf.Variable(0, dtype=tf.int64, trainable=False, name="scst_start")
 
     def variables(self) -> dict[str, tf.Variable]:
         return {"epoch": self.epoch, "best_bleu4": self.best_bleu4, "best_epoch": self.best_epoch,
-                "bad_epochs": self.bad_epochs, "scst_start": self.scst_start}
+                "bad_epochs": self.bad_epochs}
 
 
 class WorkdirCallback(keras.callbacks.Callback):
@@ -153,8 +151,7 @@ class WorkdirCallback(keras.callbacks.Callback):
         if self.diverged:
             return  # the broken epoch is not saved: the latest checkpoint stays the last good one
         logs = {k: float(np.reshape(v, ())) for k, v in (logs or {}).items()}
-        record = {"epoch": epoch + 1, "phase": "self-critical" if self.model.self_critical else "teacher forcing",
-                  "train_seconds": round(time.perf_counter() - self.epoch_start, 1), **logs}
+        record = {"epoch": epoch + 1, "train_seconds": round(time.perf_counter() - self.epoch_start, 1), **logs}
         result, improved = None, False
         if self.is_chief:
             result, improved = self._score(epoch)

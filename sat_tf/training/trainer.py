@@ -19,10 +19,7 @@ tf.distribute strategy.
 4. after every epoch the callbacks of `sat_tf.training.callbacks` score the dev split, keep `best/`, write the
    history, TensorBoard and the epoch checkpoint, stop after `patience` epochs without a better BLEU-4, and stop at
    once on a NaN or Inf loss (raised here as `TrainingDiverged`, the last good checkpoint staying the latest);
-5. with `scst_epochs` > 0, a second phase of self-critical epochs (`sat_tf.training.self_critical`, default
-   strategy only) follows the teacher-forced ones: it starts from the best teacher-forced model, numbers its
-   epochs on from the last one, and is scored, checkpointed, resumed and early-stopped the same way;
-6. finally scores the best model on the whole dev split (with METEOR) and writes `<workdir>/eval/` (the chief).
+5. finally scores the best model on the whole dev split (with METEOR) and writes `<workdir>/eval/` (the chief).
 """
 
 from __future__ import annotations
@@ -67,14 +64,13 @@ class TrainResult:
 
 
 def _comparable(configs: dict) -> dict:
-    """Config entries that must not change when a work dir is reused (epochs, patience and the self-critical
-    settings may: a finished run can be extended, e.g. by a self-critical phase)."""
+    """Config entries that must not change when a work dir is reused (epochs and patience may: a finished run can
+    be extended)."""
     out = {}
     for name, cfg in configs.items():
         values = dataclasses.asdict(cfg)
         if name == "train":
-            for extendable in ("epochs", "patience", "scst_epochs", "scst_learning_rate", "scst_samples",
-                               "scst_images"):
+            for extendable in ("epochs", "patience"):
                 values.pop(extendable)
         if name == "model":
             values.pop("vocab_size")
@@ -151,9 +147,6 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
     strategy = strategy or tf.distribute.get_strategy()
     chief = is_chief(strategy)
     say = log if chief else (lambda line: None)
-    if train_config.scst_epochs and strategy.num_replicas_in_sync > 1:
-        raise ValueError("TrainConfig.scst_epochs: self-critical training runs with one replica only (its CIDEr-D "
-                         "reward is a Python function); train with --strategy default")
     if train_config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"TrainConfig.batch_size={train_config.batch_size} is the global batch and must be "
                          f"divisible by the {strategy.num_replicas_in_sync} replicas in sync")
@@ -183,7 +176,7 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
     if strategy.num_replicas_in_sync > 1:
         say(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, global batch {cfg.batch_size}")
     initial_epoch = end.initial_epoch
-    if initial_epoch < cfg.epochs and not end.patience_exhausted and not int(end.progress.scst_start):
+    if initial_epoch < cfg.epochs and not end.patience_exhausted:
         manifest = load_manifest(features_dir)
         checksum = experiment.vocabulary.checksum()
         feature_shape = (manifest["feature_shape"][0], experiment.model_config.feature_dim)
@@ -202,8 +195,6 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
             raise TrainingDiverged(f"{end.diverged}; stopped. The last good checkpoint is "
                                    f"{end.latest_checkpoint() or '(none: no epoch finished)'}; lower the learning "
                                    f"rate or check the features for NaN/Inf, then rerun to resume from it")
-    if cfg.scst_epochs:
-        _self_critical_phase(model, experiment, end, callbacks, verbose, say)
     final = None
     best = tf.train.latest_checkpoint(experiment.path(wd.BEST))
     if chief and final_evaluation and best:
@@ -275,51 +266,3 @@ def apply_init_from(model, experiment: wd.Experiment, log: Callable[[str], None]
 
     path = warm_start(model, experiment, experiment.train_config.init_from)
     log(f"starting from the weights of {path} (train.init_from)")
-
-
-def _self_critical_phase(model, experiment: wd.Experiment, end: WorkdirCallback, callbacks, verbose: int,
-                         log: Callable[[str], None]) -> None:
-    """Step 5 of the module docstring."""
-    from sat_tf.metrics.cider_d import CiderD
-    from sat_tf.pipelines.dataset import image_batches, images_per_epoch
-    from sat_tf.training.self_critical import SelfCritical, training_references
-
-    cfg, data = experiment.train_config, experiment.data_config
-    features_dir = experiment.features_dir
-    progress = end.progress
-    if not int(progress.scst_start):
-        best = tf.train.latest_checkpoint(experiment.path(wd.BEST))
-        if best:
-            wd.checkpoint_for(model).restore(best).expect_partial()
-        progress.scst_start.assign(progress.epoch)
-        progress.bad_epochs.assign(0)
-        log(f"self-critical phase: {cfg.scst_epochs} epoch(s) from the best teacher-forced model (epoch "
-            f"{int(progress.best_epoch)}, dev BLEU-4 {float(progress.best_bleu4):.2f})")
-    last = int(progress.scst_start) + cfg.scst_epochs
-    first = int(progress.epoch)
-    if first >= last or end.patience_exhausted:
-        return
-    manifest = load_manifest(features_dir)
-    vocabulary = experiment.vocabulary
-    references = training_references(features_dir, data.train_split, manifest=manifest,
-                                     vocabulary_checksum=vocabulary.checksum())
-    mc = experiment.model_config
-    model.self_critical = SelfCritical(CiderD(references), samples=cfg.scst_samples, max_length=cfg.max_length,
-                                       start_id=mc.start_id, end_id=mc.end_id, pad_id=mc.pad_id)
-    model.optimizer.learning_rate.assign(cfg.scst_learning_rate)
-    model.jit_compile = False  # the CIDEr-D reward is a py_function
-    model.make_train_function(force=True)  # fit's step for the self-critical train_step
-
-    def epoch_data(epoch: int, input_context=None) -> tf.data.Dataset:
-        return image_batches(features_dir, cfg.scst_images, split=data.train_split, epoch=epoch, seed=cfg.seed,
-                             manifest=manifest, vocabulary_checksum=vocabulary.checksum(),
-                             feature_shape=(manifest["feature_shape"][0], mc.feature_dim))
-
-    try:
-        fit_epochs(model, epoch_data, tf.distribute.get_strategy(), first, last, callbacks, verbose,
-                   steps=images_per_epoch(manifest, data.train_split, cfg.scst_images))
-    finally:
-        model.self_critical = None
-        model.make_train_function(force=True)
-    if end.diverged:
-        raise TrainingDiverged(f"{end.diverged}; stopped. The last good checkpoint is {end.latest_checkpoint()}")

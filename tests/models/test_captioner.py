@@ -139,6 +139,12 @@ def test_config_json_round_trip(tmp_path):
     json.dump(payload, open(path, "w"))
     with pytest.raises(ValueError, match="units_typo"):
         cfg.load_config(path)
+    # Work dirs written while self-critical training existed: loaded if it was off, refused by name if it was on.
+    old = {**cfg.dataclasses.asdict(train_config), "scst_epochs": 0, "scst_learning_rate": 5e-5, "scst_samples": 5,
+           "scst_images": 16}
+    assert cfg.config_from_dict(cfg.TrainConfig, old) == train_config
+    with pytest.raises(ValueError, match="scst_epochs=2.*self-critical"):
+        cfg.config_from_dict(cfg.TrainConfig, {**old, "scst_epochs": 2})
 
 
 def test_bad_configs_are_named():
