@@ -21,7 +21,8 @@ Keras-side workarounds, each with the reason:
 * keras#20585, second half (`fit_logs`). Under MultiWorkerMirroredStrategy `fit` reduces the step's logs with
   `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars; the logs go out with shape (1,) there.
 
-tests/models/test_distributed_fit.py checks each piece on 2 logical CPUs.
+tests/models/test_distributed_fit.py checks the pieces in one process, tests/training/test_distributed.py `fit` under
+MirroredStrategy (2 logical CPUs) and two worker processes against one process.
 """
 
 from __future__ import annotations
