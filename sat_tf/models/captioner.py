@@ -39,6 +39,7 @@ SOFT_TERMS = ("loss", "xent", "alpha_reg", "perplexity")
 HARD_TERMS = SOFT_TERMS + ("reinforce", "entropy", "baseline")
 # Terms a replica computes as its share of the global-batch value (summed over replicas to report them).
 REPLICA_SHARES = ("loss", "xent", "alpha_reg", "reinforce", "entropy")
+PREDICT_MAX_LENGTH = 20  # tokens of a caption from `predict`
 # Salt of the stateless seeds drawn from the step counter (hard attention's coin and locations).
 _STEP_SEED_SALT = 0x5A7
 
@@ -229,10 +230,37 @@ class Captioner(SymbolicBuildFree, keras.Model):
         return result
 
     def call(self, inputs, training=False):
-        """Teacher forcing. inputs: {"annotations": (B, L, D), "tokens": (B, T+1)} -> {"logits", "alpha"}."""
+        """Teacher forcing, the model's Keras call: {"annotations": (B, L, D), "tokens": (B, T+1)} -> {"logits"
+        (B, T, V), "alpha" (B, T, L)} (`teacher_forcing` gives every other output too). Captions come from
+        `predict` (greedy) and `generate` (beam search)."""
         annotations, tokens = _unpack(inputs)
         out = self.teacher_forcing(annotations, tokens, training=training)
         return {"logits": out["logits"], "alpha": out["alpha"]}
+
+    def predict_step(self, data):
+        """`model.predict(annotations)`: greedy captions of (B, L, D) annotations (or {"annotations": ...}
+        batches), at most `PREDICT_MAX_LENGTH` tokens, <unk> suppressed: a dict of `tokens` (B, S) (the end token
+        included, then padding), `lengths` (B,), `log_probs` (B,), `alpha` (B, S, L) and for hard attention
+        `location` (B, S). Use `generate` for beam search and other settings, `call` / `teacher_forcing` for the
+        teacher-forced logits of given captions."""
+        if isinstance(data, (tuple, list)):
+            data = data[0]
+        annotations = data["annotations"] if isinstance(data, dict) else data
+        return self.decode(annotations, beam_size=1, max_length=PREDICT_MAX_LENGTH)
+
+    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                **kwargs):
+        """Keras' `compile` with an optimizer only: the Captioner computes its own loss terms (ModelConfig
+        weights them) and reports each as a metric, so a `loss`, `loss_weights`, `metrics` or
+        `weighted_metrics` would be silently unused; they are refused by name."""
+        given = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
+                 "weighted_metrics": weighted_metrics}
+        for name, value in given.items():
+            if value is not None:
+                raise ValueError(f"Captioner.compile({name}={value!r}): the Captioner computes its own losses "
+                                 f"(xent, alpha_reg and for hard attention reinforce and entropy, weighted by "
+                                 f"ModelConfig) and reports them as metrics; compile it with an optimizer only")
+        super().compile(optimizer=optimizer, **kwargs)
 
     # -- losses ---------------------------------------------------------------------------------------------
 
