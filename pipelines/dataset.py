@@ -32,7 +32,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from sat_tf.pipelines import tfrecord
-from sat_tf.pipelines.extract import MANIFEST, VOCAB, sha256_file
+from sat_tf.pipelines.extract import MANIFEST, sha256_file
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -256,8 +256,3 @@ def evaluation_dataset(features_dir: str, batch_size: int, *, split: str = "val"
         padding[tfrecord.MIRRORED] = tf.constant(0, dtype)
     ds = ds.padded_batch(batch_size, padding_values=padding)
     return ds.prefetch(AUTOTUNE)
-
-
-def vocabulary_path(features_dir: str) -> str:
-    """The vocab.txt written beside the shards."""
-    return os.path.join(features_dir, VOCAB)

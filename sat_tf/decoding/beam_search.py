@@ -29,12 +29,6 @@ def tile_beams(x, beam_size: int):
     return tf.repeat(x, beam_size, axis=0)
 
 
-def _flat_parent(parent, beam_size: int):
-    """(B, K) parent beam index -> (B*K,) row index into the previous (B*K) rows."""
-    batch = tf.shape(parent)[0]
-    return tf.reshape(parent + tf.range(batch)[:, None] * beam_size, [-1])
-
-
 def _while(cond, body, loop_vars):
     """tf.while_loop whose loop variables may change their leading (batch) dimension between static and dynamic."""
     def invariant(v):
