@@ -208,11 +208,17 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
                        time.perf_counter() - start)
 
 
-def _steps_per_epoch(manifest: dict, split: str, batch_size: int, strategy: tf.distribute.Strategy) -> int | None:
-    """Global steps in an epoch of `training_dataset` where one input pipeline feeds every replica (R replicas
-    take consecutive per-replica batches); None under several workers (each reads its own shard of the files)."""
+def _steps_per_epoch(manifest: dict, split: str, batch_size: int, strategy: tf.distribute.Strategy) -> int:
+    """Global steps of an epoch of `training_dataset`.
+
+    One input pipeline (every strategy on one machine): the exact count, R replicas taking consecutive
+    per-replica batches. Several workers, each reading its own shard of the files: the exact count is unknown
+    without reading the data, so an epoch is N // G global steps (N captions, G global batch), which every run
+    reaches (a step consumes at most G captions); the few batches beyond it are left out of that epoch.
+    """
     if num_workers(strategy) > 1:
-        return None
+        captions = sum(int(count) for count in manifest["splits"][split]["length_histogram"].values())
+        return max(1, captions // batch_size)
     replicas = strategy.num_replicas_in_sync
     return math.ceil(steps_per_epoch(manifest, split, batch_size // replicas) / replicas)
 
@@ -223,9 +229,10 @@ def fit_epochs(model, epoch_data: Callable[..., tf.data.Dataset], strategy: tf.d
     pipeline per worker, under replicas), so each epoch has its own seeded order whatever the strategy. Stops where
     a callback set `model.stop_training`.
 
-    `steps`: the global steps of an epoch, where known. Give them: Keras' `fit` that reads a dataset of unknown
-    length to its end advances the optimizer's step counter once more in the call that finds no data (the
-    counter's increment does not wait for the input), which would shift Adam's bias correction and the step seeds.
+    `steps`: the global steps of an epoch, at most as many as the data has. Give them: Keras' `fit` that reads a
+    dataset of unknown length to its end advances the optimizer's step counter once more in the call that finds no
+    data (the counter's increment does not wait for the input), which would shift Adam's bias correction and the
+    step seeds.
     """
     for epoch in range(initial_epoch, epochs):
         if strategy.num_replicas_in_sync > 1:

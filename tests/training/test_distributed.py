@@ -328,3 +328,17 @@ def test_the_cli_trainer_resumes_a_single_process_work_dir_under_mirrored(tmp_pa
     assert "dev_BLEU-4" in result.history[0] and np.isfinite(result.history[0]["loss"])
     assert tf.train.latest_checkpoint(os.path.join(workdir, "best")) is not None
     assert [h["epoch"] for h in json.loads(open(os.path.join(workdir, "history.json")).read())] == [1, 2]
+
+
+def test_steps_per_epoch_exact_on_one_machine_and_a_reachable_bound_over_workers():
+    from sat_tf.training import trainer
+
+    manifest = {"splits": {"train": {"length_histogram": {"3": 70, "5": 33}}}}  # 103 captions, two lengths
+    one = types.SimpleNamespace(num_replicas_in_sync=1)
+    two = types.SimpleNamespace(num_replicas_in_sync=2)
+    assert trainer._steps_per_epoch(manifest, "train", 16, one) == 5 + 3  # ceil(70/16) + ceil(33/16)
+    assert trainer._steps_per_epoch(manifest, "train", 16, two) == 7  # ceil((9 + 5) / 2) per-replica batches of 8
+    resolver = types.SimpleNamespace(task_type="worker", task_id=0,
+                                     cluster_spec=lambda: tf.train.ClusterSpec({"worker": ["a:1", "b:1"]}))
+    workers = types.SimpleNamespace(num_replicas_in_sync=2, cluster_resolver=resolver)
+    assert trainer._steps_per_epoch(manifest, "train", 16, workers) == 103 // 16
