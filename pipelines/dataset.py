@@ -32,7 +32,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from sat_tf.pipelines import tfrecord
-from sat_tf.pipelines.extract import MANIFEST, VOCAB, sha256_file
+from sat_tf.pipelines.extract import MANIFEST, sha256_file
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -256,61 +256,3 @@ def evaluation_dataset(features_dir: str, batch_size: int, *, split: str = "val"
         padding[tfrecord.MIRRORED] = tf.constant(0, dtype)
     ds = ds.padded_batch(batch_size, padding_values=padding)
     return ds.prefetch(AUTOTUNE)
-
-
-def image_batches(features_dir: str, images_per_batch: int, *, split: str = "train", epoch: int = 0, seed: int = 0,
-                  image_shuffle_buffer: int = 1024, manifest: dict | None = None,
-                  vocabulary_checksum: str | None = None, feature_shape: Sequence[int] | None = None,
-                  verify: str = "sha256", dtype: tf.DType = tf.float32, num_epochs: int = 1) -> tf.data.Dataset:
-    """Shuffled image batches {"annotations": (B, L, D), "references": (B, R, T)} for self-critical training:
-    every image once per epoch with all its encoded captions (rows of padding where an image has fewer than the
-    batch's most, R). Epoch e is shuffled with seed + e, as `training_dataset`, so a resumed run reads the same
-    batches as an uninterrupted one."""
-    manifest = manifest or load_manifest(features_dir)
-    files = check_features(features_dir, split, manifest=manifest, vocabulary_checksum=vocabulary_checksum,
-                           feature_shape=feature_shape, verify=verify)
-    shape = tuple(manifest["feature_shape"])
-
-    def one_epoch(e: int) -> tf.data.Dataset:
-        epoch_seed = (int(seed) * 1000003 + e) % (2 ** 62)
-        ds = _files_dataset(files, epoch_seed, None)
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
-                           num_parallel_calls=AUTOTUNE, deterministic=True)
-        ds = ds.map(lambda s: tfrecord.parse_example(s, shape, tf.float16), num_parallel_calls=AUTOTUNE)
-        ds = ds.shuffle(image_shuffle_buffer, seed=epoch_seed + 1, reshuffle_each_iteration=False)
-        ds = ds.map(lambda x: {"annotations": x["annotations"], "references": x["tokens"]})
-        ds = ds.padded_batch(images_per_batch, padding_values={"annotations": tf.constant(0, tf.float16),
-                                                               "references": 0})
-        return ds.map(lambda b: {"annotations": tf.cast(b["annotations"], dtype), "references": b["references"]})
-
-    ds = one_epoch(epoch)
-    for e in range(epoch + 1, epoch + num_epochs):
-        ds = ds.concatenate(one_epoch(e))
-    return ds.prefetch(AUTOTUNE)
-
-
-def images_per_epoch(manifest: dict, split: str, images_per_batch: int) -> int:
-    """Batches of `image_batches` in one epoch of `split`."""
-    return math.ceil(int(manifest["splits"][split]["images"]) / images_per_batch)
-
-
-def reference_dataset(features_dir: str, split: str, *, manifest: dict | None = None,
-                      vocabulary_checksum: str | None = None, verify: str = "sha256") -> tf.data.Dataset:
-    """Each image's encoded captions (N, T) int32 in file order, without decoding the annotations."""
-    manifest = manifest or load_manifest(features_dir)
-    files = check_features(features_dir, split, manifest=manifest, vocabulary_checksum=vocabulary_checksum,
-                           verify=verify)
-    spec = {"tokens": tf.io.VarLenFeature(tf.int64), "lengths": tf.io.VarLenFeature(tf.int64)}
-
-    def parse(serialized):
-        parsed = tf.io.parse_single_example(serialized, spec)
-        lengths = tf.sparse.to_dense(parsed["lengths"])  # (N,)
-        tokens = tf.cast(tf.sparse.to_dense(parsed["tokens"]), tf.int32)  # (N * T,)
-        return tf.reshape(tokens, [tf.shape(lengths)[0], -1])  # (N, T)
-
-    return tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=AUTOTUNE)
-
-
-def vocabulary_path(features_dir: str) -> str:
-    """The vocab.txt written beside the shards."""
-    return os.path.join(features_dir, VOCAB)

@@ -112,12 +112,6 @@ class TrainConfig:
         min_length: int. Decoding bars the end token before this many words (0 = no minimum), for dev scores,
             evaluate and caption.
         suppress_unk: bool. Decoding never emits <unk> (dev scores, evaluate, caption, exports).
-        scst_epochs: int. Self-critical epochs after the teacher-forced ones (Rennie et al. 2017; 0 = none): they
-            start from the best teacher-forced model and optimise the CIDEr-D of sampled captions
-            (`sat_tf.training.self_critical`).
-        scst_learning_rate: float. Adam step size during the self-critical epochs.
-        scst_samples: int. Captions sampled per image (>= 2; the baseline is the mean of the others).
-        scst_images: int. Images per self-critical minibatch.
         weight_average_decay: float. d in [0, 1): with d > 0 the dev scores, `best/` and everything read from
             it use the exponential moving average of the weights, avg <- d avg + (1 - d) w after every step
             (`sat_tf.training.weight_average`); 0 switches it off (the raw weights, as before).
@@ -140,27 +134,18 @@ class TrainConfig:
     length_penalty: float = 0.0
     min_length: int = 0
     suppress_unk: bool = True
-    scst_epochs: int = 0
-    scst_learning_rate: float = 5e-5
-    scst_samples: int = 5
-    scst_images: int = 16
     weight_average_decay: float = 0.0
     init_from: str = ""
 
     def __post_init__(self):
-        for name in ("batch_size", "epochs", "max_length", "beam_size", "scst_images"):
+        for name in ("batch_size", "epochs", "max_length", "beam_size"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("learning_rate", "scst_learning_rate"):
+        for name in ("learning_rate",):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
         if not 0.0 <= self.weight_average_decay < 1.0:
             raise ValueError(f"TrainConfig.weight_average_decay must be in [0, 1), got {self.weight_average_decay!r}")
-        if self.scst_epochs < 0:
-            raise ValueError(f"TrainConfig.scst_epochs must be >= 0, got {self.scst_epochs!r}")
-        if self.scst_samples < 2:
-            raise ValueError(f"TrainConfig.scst_samples must be >= 2 (the baseline needs another sample), "
-                             f"got {self.scst_samples!r}")
 
 
 DATASETS = ("scenes", "flickr8k", "coco", "karpathy")
@@ -234,8 +219,18 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"ModelConfig.{name} must be one of {choices}, got {value!r}")
 
 
+# TrainConfig fields of the self-critical phase, which no longer exists: work dirs written with it switched off
+# (scst_epochs = 0, every default run) still load; one that used it is refused by name.
+_RETIRED_TRAIN_FIELDS = ("scst_epochs", "scst_learning_rate", "scst_samples", "scst_images")
+
+
 def config_from_dict(cls, values: dict[str, Any]):
     """Builds dataclass `cls` from a dict, refusing unknown keys (a typo must not be silently ignored)."""
+    if cls is TrainConfig and any(name in values for name in _RETIRED_TRAIN_FIELDS):
+        if values.get("scst_epochs", 0):
+            raise ValueError(f"TrainConfig.scst_epochs={values['scst_epochs']}: this work dir was trained with "
+                             f"self-critical epochs, which this version no longer has")
+        values = {k: v for k, v in values.items() if k not in _RETIRED_TRAIN_FIELDS}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -118,13 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"work dir: {workdir}")
     try:
-        if args.strategy != "default":
-            from sat_tf.training import distributed
-
-            result = distributed.train_with_strategy(workdir, configs["model"], configs["train"], configs["data"],
-                                                     strategy=args.strategy, verbose=args.verbose)
-        else:
-            result = train(workdir, configs["model"], configs["train"], configs["data"], verbose=args.verbose)
+        result = train(workdir, configs["model"], configs["train"], configs["data"], strategy=args.strategy,
+                       verbose=args.verbose)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

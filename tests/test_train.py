@@ -14,7 +14,7 @@ from sat_tf import config as cfg
 from sat_tf import workdir as wd
 from sat_tf.train import main as train_main
 from sat_tf.train import parse_overrides
-from sat_tf.training import trainer
+from sat_tf.training import callbacks, trainer
 
 
 def _tiny(features_dir: str, epochs: int = 3, **train):
@@ -43,17 +43,17 @@ def _weights(workdir: str, which: str = "latest") -> list[np.ndarray]:
 
 def _run_killed_after_epoch(monkeypatch, epoch: int, workdir: str, *configs) -> None:
     """Trains `workdir` and simulates a kill right after epoch `epoch` (1-based) has been checkpointed."""
-    original = trainer._EpochEnd.on_epoch_end
+    original = callbacks.WorkdirCallback.on_epoch_end
 
     def crash(self, e, logs=None):
         original(self, e, logs)
         if e + 1 == epoch:
             raise KeyboardInterrupt(f"simulated kill after epoch {epoch}")
 
-    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", crash)
+    monkeypatch.setattr(callbacks.WorkdirCallback, "on_epoch_end", crash)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(workdir, *configs, verbose=0, final_evaluation=False, tensorboard=False)
-    monkeypatch.setattr(trainer._EpochEnd, "on_epoch_end", original)
+    monkeypatch.setattr(callbacks.WorkdirCallback, "on_epoch_end", original)
 
 
 def test_overrides_parse_types_and_refuse_unknown_names():
@@ -245,31 +245,6 @@ def test_mixed_precision_trains_in_bfloat16_with_float32_weights_and_does_not_le
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_self_critical_phase_follows_the_best_model_and_resumes_exactly(features_dir, tmp_path, monkeypatch):
-    settings = dict(epochs=1, scst_epochs=2, scst_images=8, scst_samples=3, scst_learning_rate=1e-3)
-    straight = str(tmp_path / "straight")
-    lines = []
-    result = trainer.train(straight, *_tiny(features_dir, **settings), verbose=0, final_evaluation=False,
-                           tensorboard=False, log=lines.append)
-    assert result.epochs_done == 3
-    assert [h["phase"] for h in result.history] == ["teacher forcing", "self-critical", "self-critical"]
-    assert {"reward", "advantage_std", "sample_length"} <= set(result.history[1])
-    assert "xent" in result.history[0] and "reward" not in result.history[0]
-    assert any(line.startswith("self-critical phase: 2 epoch(s)") for line in lines)
-
-    crashed = str(tmp_path / "crashed")
-    _run_killed_after_epoch(monkeypatch, 2, crashed, *_tiny(features_dir, **settings))  # 1st self-critical epoch
-    resumed = trainer.train(crashed, *_tiny(features_dir, **settings), verbose=0, final_evaluation=False,
-                            tensorboard=False)
-    assert resumed.epochs_done == 1 and [h["phase"] for h in resumed.history] == ["self-critical"]
-    for a, b in zip(_weights(straight), _weights(crashed)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    # more self-critical epochs may be asked of a finished work dir (like more epochs)
-    more = trainer.train(straight, *_tiny(features_dir, **{**settings, "scst_epochs": 3}), verbose=0,
-                         final_evaluation=False, tensorboard=False)
-    assert more.epochs_done == 1 and more.history[0]["epoch"] == 4
-
-
 @pytest.fixture(scope="module")
 def hard_workdir(features_dir, tmp_path_factory):
     """A hard-attention work dir trained for one epoch on the tiny scenes features."""
@@ -303,7 +278,11 @@ def test_evaluate_and_caption_can_decode_hard_attention_another_way(features_dir
     figure = str(tmp_path / "argmax.png")
     assert caption_main(["--workdir", workdir, "--hard-inference", "argmax", "--beam-size", "2",
                          "--attention-map", figure, image]) == 0
-    assert image in capsys.readouterr().out and os.path.exists(figure)
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{image}\t")
+    # The one-epoch model may end a caption at once; a figure is drawn for every caption with words.
+    caption = printed.split("\n", 1)[0].split("\t", 1)[1]
+    assert os.path.exists(figure) == bool(caption.strip()), printed
     # A soft work dir is refused before any checkpoint is read, so its config alone is enough here.
     soft = str(tmp_path / "soft")
     wd.save_experiment(soft, model, train, data)
@@ -522,14 +501,11 @@ def test_init_from_refuses_an_incompatible_or_missing_source(features_dir, soft_
 
 
 def test_init_from_under_a_distribution_strategy(features_dir, soft_workdir, tmp_path):
-    """`--strategy mirrored --init-from`: the distributed trainer starts from the source's weights too."""
-    from sat_tf.training import distributed
-
+    """`--strategy mirrored --init-from`: a run under a strategy starts from the source's weights too."""
     model, train, data = _tiny(features_dir, epochs=1, learning_rate=1e-9)
     warm, lines = str(tmp_path / "warm"), []
-    distributed.train_with_strategy(warm, dataclasses.replace(model, attention="hard"),
-                                    dataclasses.replace(train, init_from=soft_workdir), data, strategy="mirrored",
-                                    log=lines.append, final_evaluation=False)
+    trainer.train(warm, dataclasses.replace(model, attention="hard"), dataclasses.replace(train, init_from=soft_workdir),
+                  data, strategy="mirrored", log=lines.append, final_evaluation=False, verbose=0, tensorboard=False)
     assert any(line.startswith("starting from the weights of") for line in lines), lines
     got, source = _trainable(warm, "latest"), _trainable(soft_workdir, "best")
     for path, value in source.items():

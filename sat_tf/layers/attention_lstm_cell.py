@@ -19,6 +19,8 @@ G gate width (1 for the paper's scalar gate, D per channel, 0 without gate).
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -31,9 +33,11 @@ from sat_tf.layers.soft_attention import SoftAttention
 class AttentionLSTMCell(keras.layers.Layer):
     """LSTM cell with visual attention, gating scalar and deep output, in the Keras RNN-cell style.
 
-    `state_size` is [H, H] (h, c) and `call(inputs, states, annotations=...)` returns `((logits, alpha),
-    [h, c])`; the annotations are passed the way Keras 2 passed RNN `constants`. Decoding (greedy and beam search)
-    calls the cell step by step; the Captioner's teacher-forced pass uses the split methods below.
+    `state_size` is [H, H] (h, c), `output_size` is V and `call(inputs, states, annotations=...)` returns
+    `(logits, [h, c])`. Keras 3's `RNN` passes a cell only its inputs and states, so `keras.layers.RNN(cell)` runs
+    inside `with cell.attending(annotations):`, which binds the annotations for the call (`AttentionRNN` does
+    this, with the f_init initial state). Decoding (greedy and beam search) calls the cell step by step; the
+    Captioner's teacher-forced pass uses the split methods below.
 
     Args:
         units: int. H, LSTM size.
@@ -90,6 +94,7 @@ class AttentionLSTMCell(keras.layers.Layer):
         self.hidden_dropout = keras.layers.Dropout(dropout, seed=seed, name="hidden_dropout")
         self.output_dropout = keras.layers.Dropout(dropout, seed=None if seed is None else seed + 1,
                                                    name="output_dropout")
+        self._bound_annotations = None  # set by `attending`
 
     def build(self, inputs_shape=None, *args, **kwargs):
         # Every size is a constructor argument, so the cell builds the same whatever it is first called with.
@@ -134,14 +139,14 @@ class AttentionLSTMCell(keras.layers.Layer):
         return ops.cast(ops.concatenate(parts, axis=1), self.compute_dtype)
 
     def step(self, projected_input, states, annotations, projected, kernel, mode: str = "expected", seed=None,
-             use_expected=None, location=None):
+             use_expected=None, location=None, rows=None):
         """The recurrent part of one step (everything that depends on h_{t-1}).
 
         Args:
             projected_input: (B, 4H), `project_inputs(E y_{t-1})`.
             states: [h (B, H), c (B, H)].
             annotations: (B, L, D); projected: (B, L, A) from `prepare`; kernel: from `recurrent_kernel`.
-            mode, seed, use_expected, location: hard attention only, see `HardAttention.select`.
+            mode, seed, use_expected, location, rows: hard attention only, see `HardAttention.select`.
 
         Returns:
             (h_t, c_t, extras) where extras has `context` (B, D) (gated, beta_t z_t), `alpha` (B, L), `beta`
@@ -156,7 +161,7 @@ class AttentionLSTMCell(keras.layers.Layer):
         extras = {"alpha": alpha}
         if self.attention_kind == "hard":
             context, location, log_prob, entropy = self.attention.select(
-                annotations, context, scores, mode, seed, use_expected, location)
+                annotations, context, scores, mode, seed, use_expected, location, rows)
             extras.update(location=location, log_prob=log_prob, entropy=entropy)
         beta = None
         if self.gate is not None:
@@ -179,12 +184,31 @@ class AttentionLSTMCell(keras.layers.Layer):
 
     # -- the RNN-cell contract ------------------------------------------------------------------------------
 
-    def call(self, inputs, states, annotations, projected=None, training=None, seed=None):
-        """One full step. inputs: (B, E) embedding of y_{t-1}; states: [h, c]; annotations: (B, L, D).
+    @contextlib.contextmanager
+    def attending(self, annotations):
+        """Within the block, `call` without `annotations` attends these (B, L, D) annotations (the calls a
+        `keras.layers.RNN` makes; the block must enclose the RNN call, also while it is traced)."""
+        previous = self._bound_annotations
+        self._bound_annotations = annotations
+        try:
+            yield self
+        finally:
+            self._bound_annotations = previous
 
-        Returns ((logits (B, V), alpha (B, L)), [h_t, c_t]). Hard attention samples when training, otherwise
-        uses its inference mode.
+    def call(self, inputs, states, annotations=None, projected=None, training=None, seed=None):
+        """One full step. inputs: (B, E) embedding of y_{t-1}; states: [h, c]; annotations: (B, L, D) (default:
+        those bound by `attending`).
+
+        Returns (logits (B, V), [h_t, c_t]). Hard attention samples when training, otherwise uses its inference
+        mode. (`step` also gives alpha_t and the context.)
         """
+        if annotations is None:
+            annotations = self._bound_annotations
+        if annotations is None:
+            raise ValueError("AttentionLSTMCell.call needs the annotations: pass annotations=..., or run the cell "
+                             "(e.g. in keras.layers.RNN) inside `with cell.attending(annotations):`, as AttentionRNN "
+                             "does")
+        annotations = ops.cast(annotations, self.compute_dtype)
         if projected is None:
             projected = self.prepare(annotations)  # (B, L, A)
         mode = "expected"
@@ -194,8 +218,8 @@ class AttentionLSTMCell(keras.layers.Layer):
                 seed = self.attention.next_seed()
         h, c, extras = self.step(self.project_inputs(inputs), states, annotations, projected,
                                  self.recurrent_kernel(), mode=mode, seed=seed)
-        logits = self.output_logits(inputs, h, extras["context"], training=training)
-        return (logits, extras["alpha"]), [h, c]
+        logits = self.output_logits(inputs, h, extras["context"], training=training)  # (B, V)
+        return logits, [h, c]
 
     def get_config(self):
         config = super().get_config()

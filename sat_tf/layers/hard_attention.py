@@ -53,7 +53,8 @@ class HardAttention(SoftAttention):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def select(self, annotations, context, scores, mode: str, seed=None, use_expected=None, location=None):
+    def select(self, annotations, context, scores, mode: str, seed=None, use_expected=None, location=None,
+               rows=None):
         """Turns one step's soft attention into the hard-attention context.
 
         Args:
@@ -66,13 +67,24 @@ class HardAttention(SoftAttention):
             use_expected: optional bool scalar tensor; True replaces the sampled context with `context`.
             location: (B,) int32, used when mode == "given": score and attend this location (tests enumerate
                 the lower bound exactly with it).
+            rows: optional (offset, total) int scalars, mode "sample": these B rows are rows offset .. offset + B - 1
+                of a batch of `total` rows split over replicas; each row is drawn as that row of the whole batch
+                would be, so the draw does not depend on the split. None: rows 0 .. B - 1 of B.
 
         Returns:
             (context (B, D), location (B,) int32, log_prob (B,), entropy (B,)).
         """
         distribution = tfp.distributions.Categorical(logits=scores)
-        if mode == "sample":
+        if mode == "sample" and rows is None:
             location = distribution.sample(seed=seed)  # (B,)
+        elif mode == "sample":
+            # A stateless categorical draw of row i depends only on the seed and i: draw for the whole batch, with
+            # this replica's scores at its rows (zeros elsewhere), and keep those rows.
+            offset, total = (tf.cast(x, tf.int32) for x in rows)
+            batch = tf.shape(scores)[0]
+            padded = tf.pad(scores, [[offset, total - offset - batch], [0, 0]])  # (total, L)
+            whole = tfp.distributions.Categorical(logits=padded).sample(seed=seed)  # (total,)
+            location = whole[offset:offset + batch]  # (B,)
         elif mode == "given":
             pass
         else:

@@ -72,11 +72,6 @@ class SoftAttention(keras.layers.Layer):
             self.score.build((None, self.units))
         self.built = True
 
-    def build_hidden(self, hidden_dim: int) -> None:
-        """Creates W_h for an LSTM of `hidden_dim` units (the cell calls this when it builds)."""
-        if not self.hidden_projection.built:
-            self.hidden_projection.build((None, hidden_dim))
-
     def project_annotations(self, annotations):
         """W_a a + b, computed once per image. (B, L, D) -> (B, L, A)."""
         return self.annotation_projection(annotations)

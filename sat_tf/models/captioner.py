@@ -32,13 +32,20 @@ from sat_tf.decoding import compiled
 from sat_tf.decoding.beam_search import NEG_INF, beam_search, greedy_search, tile_beams
 from sat_tf.layers.attention_lstm_cell import AttentionLSTMCell
 from sat_tf.layers.soft_attention import SharedAnnotations
+from sat_tf.models.distributed_fit import (SymbolicBuildFree, fit_logs, global_counts, global_gradients,
+                                           global_sum)
 
 SOFT_TERMS = ("loss", "xent", "alpha_reg", "perplexity")
 HARD_TERMS = SOFT_TERMS + ("reinforce", "entropy", "baseline")
+# Terms a replica computes as its share of the global-batch value (summed over replicas to report them).
+REPLICA_SHARES = ("loss", "xent", "alpha_reg", "reinforce", "entropy")
+PREDICT_MAX_LENGTH = 20  # tokens of a caption from `predict`
+# Salt of the stateless seeds drawn from the step counter (hard attention's coin and locations).
+_STEP_SEED_SALT = 0x5A7
 
 
 @keras.saving.register_keras_serializable(package="sat_tf")
-class Captioner(keras.Model):
+class Captioner(SymbolicBuildFree, keras.Model):
     """Encoder-agnostic attention captioner (paper sec. 3) with soft or hard attention (sec. 4).
 
     Build it from a `ModelConfig` with `Captioner.from_model_config(config)`; the constructor takes the same
@@ -97,9 +104,6 @@ class Captioner(keras.Model):
             terms += ("advantage_variance",)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in terms}
         self._decoders = {}
-        # A `sat_tf.training.self_critical.SelfCritical` makes `fit` run self-critical steps instead of
-        # teacher forcing (set by the trainer for its second phase; not part of the saved model).
-        self.self_critical = None
         self.built = True
 
     @classmethod
@@ -125,10 +129,9 @@ class Captioner(keras.Model):
             locations: optional (B, T) int32, hard attention: force these locations instead of sampling (used to
                 enumerate the lower bound exactly in tests and to score a given attention path).
             sample_rows: optional (offset, total) int scalars, hard attention in training: this batch is rows
-                offset .. offset + B - 1 of a global batch of `total` rows, and row b's locations are drawn by
-                Gumbel-max from noise generated for the whole (total, L) batch, so a global batch split across
-                replicas (`sat_tf.training.distributed`) samples exactly what one process would sample on all of
-                it. Costs one extra attention pass per step; None keeps the per-batch sampler.
+                offset .. offset + B - 1 of a global batch of `total` rows (`sat_tf.models.distributed_fit`), and
+                row b's locations are drawn as row offset + b of the global batch would be, so a global batch split
+                across replicas samples exactly what one process samples on all of it. None: rows 0 .. B - 1 of B.
             hard_mode: optional str, hard attention: how z_t is chosen ("expected", "argmax", "sample"), instead
                 of sampling in training and `hard_inference` otherwise.
 
@@ -162,12 +165,8 @@ class Captioner(keras.Model):
         def one_step(t, x, h, c):
             step_seed = tf.random.experimental.stateless_fold_in(seed, t) if mode == "sample" else None
             location = locations[t] if mode == "given" else None
-            step_mode = mode
-            if mode == "sample" and sample_rows is not None:
-                location = self._sample_rows(h, kernel, annotations, projected, step_seed, sample_rows)
-                step_mode = "given"
-            h, c, extras = self.cell.step(x, [h, c], annotations, projected, kernel, mode=step_mode, seed=step_seed,
-                                          use_expected=use_expected, location=location)
+            h, c, extras = self.cell.step(x, [h, c], annotations, projected, kernel, mode=mode, seed=step_seed,
+                                          use_expected=use_expected, location=location, rows=sample_rows)
             extras["h"] = h
             return h, c, extras
 
@@ -230,27 +229,38 @@ class Captioner(keras.Model):
                           entropy=tf.cast(out["entropy"], tf.float32))
         return result
 
-    def _sample_rows(self, h, kernel, annotations, projected, seed, sample_rows):
-        """Locations s_t ~ Categorical(alpha_t) (B,) int32 whose noise depends only on (seed, global row).
-
-        Gumbel-max: argmax_i(e_ti + g_i) with g = -log(-log(u)), u uniform over the global (total, L) batch and
-        sliced to this batch's rows, is an exact draw from softmax(e_t) = alpha_t.
-        """
-        offset, total = (tf.cast(x, tf.int32) for x in sample_rows)
-        # The same fused product as cell.step, so the graph optimiser can share it.
-        hidden_att = tf.matmul(h, kernel)[:, :self.model_config.attention_dim]  # (B, A)
-        _, _, scores = self.cell.attention.attend(annotations, projected, hidden_att)  # (B, L)
-        batch, locations = tf.shape(scores)[0], tf.shape(scores)[1]
-        noise = tf.random.stateless_uniform([total, locations], seed=seed, minval=1e-20, maxval=1.0)  # (total, L)
-        noise = tf.slice(noise, [offset, 0], [batch, locations])  # (B, L)
-        gumbel = -tf.math.log(-tf.math.log(noise))
-        return tf.argmax(tf.cast(scores, tf.float32) + gumbel, axis=-1, output_type=tf.int32)  # (B,)
-
     def call(self, inputs, training=False):
-        """Teacher forcing. inputs: {"annotations": (B, L, D), "tokens": (B, T+1)} -> {"logits", "alpha"}."""
+        """Teacher forcing, the model's Keras call: {"annotations": (B, L, D), "tokens": (B, T+1)} -> {"logits"
+        (B, T, V), "alpha" (B, T, L)} (`teacher_forcing` gives every other output too). Captions come from
+        `predict` (greedy) and `generate` (beam search)."""
         annotations, tokens = _unpack(inputs)
         out = self.teacher_forcing(annotations, tokens, training=training)
         return {"logits": out["logits"], "alpha": out["alpha"]}
+
+    def predict_step(self, data):
+        """`model.predict(annotations)`: greedy captions of (B, L, D) annotations (or {"annotations": ...}
+        batches), at most `PREDICT_MAX_LENGTH` tokens, <unk> suppressed: a dict of `tokens` (B, S) (the end token
+        included, then padding), `lengths` (B,), `log_probs` (B,), `alpha` (B, S, L) and for hard attention
+        `location` (B, S). Use `generate` for beam search and other settings, `call` / `teacher_forcing` for the
+        teacher-forced logits of given captions."""
+        if isinstance(data, (tuple, list)):
+            data = data[0]
+        annotations = data["annotations"] if isinstance(data, dict) else data
+        return self.decode(annotations, beam_size=1, max_length=PREDICT_MAX_LENGTH)
+
+    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                **kwargs):
+        """Keras' `compile` with an optimizer only: the Captioner computes its own loss terms (ModelConfig
+        weights them) and reports each as a metric, so a `loss`, `loss_weights`, `metrics` or
+        `weighted_metrics` would be silently unused; they are refused by name."""
+        given = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
+                 "weighted_metrics": weighted_metrics}
+        for name, value in given.items():
+            if value is not None:
+                raise ValueError(f"Captioner.compile({name}={value!r}): the Captioner computes its own losses "
+                                 f"(xent, alpha_reg and for hard attention reinforce and entropy, weighted by "
+                                 f"ModelConfig) and reports them as metrics; compile it with an optimizer only")
+        super().compile(optimizer=optimizer, **kwargs)
 
     # -- losses ---------------------------------------------------------------------------------------------
 
@@ -317,29 +327,49 @@ class Captioner(keras.Model):
         return terms
 
     def train_step(self, data):
-        if self.self_critical is not None:
-            return self.self_critical.train_step(self, data)
+        """One update on a (replica) batch; replica-correct under any tf.distribute strategy (the losses divide by
+        the global batch's token and caption counts, the REINFORCE baseline statistic is the global batch mean, the
+        gradient is clipped as a whole: `sat_tf.models.distributed_fit`). Hard attention's coin and locations come
+        from a stateless seed of `seed` and the optimizer's step counter, the same on every replica and after a
+        resume."""
         annotations, tokens = _unpack(data)
-        use_expected = None
-        seed = None
+        tokens = tf.cast(tokens, tf.int32)
+        mask = tf.cast(tf.not_equal(tokens[:, 1:], self.model_config.pad_id), tf.float32)  # (B, T)
+        offset, num_captions, num_tokens = global_counts(tf.shape(tokens)[0], tf.reduce_sum(mask))
+        use_expected, seed, sampled = None, None, False
         if self.is_hard:
-            coin_seed, seed = tf.unstack(tf.random.experimental.stateless_split(
-                tf.cast(self.seed_generator.next(), tf.int32), 2))
-            use_expected = self.cell.attention.draw_expected_coin(coin_seed)
-        sampled = False if use_expected is None else tf.logical_not(use_expected)
-        reference = self.reinforce_reference(annotations, tokens, sampled)
+            coin_seed, seed = tf.unstack(tf.random.experimental.stateless_split(self.step_seed(), 2))
+            use_expected = self.cell.attention.draw_expected_coin(coin_seed)  # one coin for the global batch
+            sampled = tf.logical_not(use_expected)
+        reference = self.reinforce_reference(annotations, tokens, sampled)  # per row: no collective needed
         with tf.GradientTape() as tape:
-            out = self.teacher_forcing(annotations, tokens, training=True, seed=seed, use_expected=use_expected)
-            terms = self.loss_terms(out, sampled=sampled, reference=reference)
-            loss = terms["loss"]
-            if self.optimizer is not None and hasattr(self.optimizer, "scale_loss"):
-                loss = self.optimizer.scale_loss(loss)
+
+            def batch_mean(values):  # (B,) stop-gradient values -> their mean over the global batch
+                with tape.stop_recording():  # no gradient (another all-reduce) is built for it
+                    return global_sum(tf.reduce_sum(values)) / tf.maximum(num_captions, 1.0)
+
+            out = self.teacher_forcing(annotations, tokens, training=True, seed=seed, use_expected=use_expected,
+                                       sample_rows=(offset, tf.cast(num_captions, tf.int32)))
+            terms = self.loss_terms(out, sampled=sampled, num_tokens=num_tokens, num_captions=num_captions,
+                                    batch_mean=batch_mean, reference=reference)
+            loss = self.optimizer.scale_loss(terms["loss"])
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
-        self.optimizer.apply(grads, variables)
+        self.optimizer.apply(global_gradients(grads, self.optimizer), variables)
         if self.is_hard:
-            self.update_baseline(terms, tf.logical_not(use_expected))
-        return self._report(terms)
+            # The same values on every replica (global statistic, shared coin): the mirrors stay equal.
+            self.update_baseline(terms, sampled)
+        shares = [name for name in REPLICA_SHARES if name in terms]
+        totals = global_sum([terms[name] for name in shares])
+        report = dict(terms, **dict(zip(shares, totals)))
+        report["perplexity"] = tf.exp(report["xent"])
+        return fit_logs(self._report(report))
+
+    def step_seed(self):
+        """int32 (2,) stateless seed of the current training step: `seed` folded with the optimizer's step
+        counter (checkpointed, and the same on every replica)."""
+        base = tf.constant([self.seed or 0, _STEP_SEED_SALT], tf.int32)
+        return tf.random.experimental.stateless_fold_in(base, self.optimizer.iterations.value)
 
     def reinforce_reference(self, annotations, tokens, sampled):
         """r_b of the module docstring: (B,) float32 log p(y_b | a, expected context) without dropout or gradient,
@@ -376,8 +406,6 @@ class Captioner(keras.Model):
 
     @property
     def metrics(self):
-        if self.self_critical is not None:
-            return list(self.self_critical.trackers.values())
         return list(self.trackers.values())
 
     # -- decoding -------------------------------------------------------------------------------------------
@@ -451,30 +479,6 @@ class Captioner(keras.Model):
         cfg = self.model_config
         banned = [cfg.pad_id, cfg.start_id] + ([cfg.unk_id] if suppress_unk else [])
         return tf.constant([NEG_INF if i in banned else 0.0 for i in range(cfg.vocab_size)], tf.float32)
-
-    def sample(self, annotations, num_samples: int, max_length: int = 20, seed=None, suppress_unk: bool = True):
-        """`num_samples` captions per image drawn from the model (ancestral sampling, no dropout), for
-        self-critical training. Hard attention draws its locations too when `hard_inference` is "sample" (then
-        they are part of the sampled action and returned as `location`); otherwise its context is the inference
-        one.
-
-        Args:
-            annotations: (B, L, D).
-            num_samples: K.
-            seed: int32 (2,) stateless seed (drawn from the model if None).
-        Returns:
-            dict with `tokens` (B*K, S) (the K samples of image b in rows b*K .. b*K + K-1, the end token
-            included, then padding), `lengths` (B*K,), `log_probs` (B*K,), `alpha` (B*K, S, L) and for hard
-            attention `location` (B*K, S).
-        """
-        cfg = self.model_config
-        if seed is None:
-            seed = tf.cast(self.seed_generator.next(), tf.int32)
-        word_seed, location_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        state, step_fn = self.decode_step_fn(annotations, num_samples, location_seed, suppress_unk=suppress_unk)
-        rows = tf.shape(annotations)[0] * num_samples
-        return greedy_search(step_fn, state, rows, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
-                             sample_seed=word_seed)
 
     def generate(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
                  return_all_beams: bool = False, suppress_unk: bool = True, min_length: int = 0):

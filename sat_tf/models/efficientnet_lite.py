@@ -171,15 +171,6 @@ def get_variant(variant: int | str | LiteVariant) -> LiteVariant:
     return VARIANTS[key]
 
 
-# Lite0's values under their historical names (Lite0 was the only variant); the others are in VARIANTS.
-WEIGHTS_PACKAGE = VARIANTS["lite0"].weights_package
-WEIGHTS_PIP_NAME = VARIANTS["lite0"].weights_pip_name
-WEIGHTS_FILE = VARIANTS["lite0"].weights_file
-IMAGE_SIZE = VARIANTS["lite0"].image_size
-BLOCKS_ARGS = VARIANTS["lite0"].blocks_args
-FEATURE_LAYERS = VARIANTS["lite0"].feature_layers
-
-
 def preprocess_input(images: Any) -> Any:
     """The Lite models' normalisation, (x - 127) / 128, for RGB values in 0..255 (the same for every variant).
 

@@ -1,1 +1,2 @@
-"""Training: the single-process Keras trainer (`trainer`) and the tf.distribute custom loop (`distributed`)."""
+"""Training: `model.fit` of the Captioner under any tf.distribute strategy (`trainer`), its work-dir callbacks
+(`callbacks`) and strategy construction (`strategy`)."""

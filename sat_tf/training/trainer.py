@@ -1,32 +1,30 @@
-"""The single-process trainer behind `python -m sat_tf.train`: features -> `Captioner.fit` -> scored checkpoints.
+"""The trainer behind `python -m sat_tf.train`: features -> `Captioner.fit` -> scored checkpoints, under any
+tf.distribute strategy.
 
-`train(workdir, model_config, train_config, data_config)`:
+`train(workdir, model_config, train_config, data_config, strategy=...)`:
 
 1. writes `config.json` before anything else (then again once the vocabulary and the feature shape are known,
-   before step 0), prepares the features (`pipelines.prepare`, resumable) and copies the vocabulary;
-2. builds the Captioner and Adam (global-norm clipping), and restores `<workdir>/checkpoints` if present: model,
-   optimizer slots, REINFORCE baseline, random-generator states and the epoch counter, so a killed run goes on
-   from its last finished epoch (never a silent restart from scratch); a fresh run with `init_from` starts from
-   another work dir's best weights instead of a random initialisation (`sat_tf.training.warm_start`);
-3. trains with `model.fit` on the streaming pipeline; epoch e reads the data in the order seeded by seed + e, so a
-   resumed run sees exactly the data an uninterrupted one would (the kill-and-resume test compares final weights);
-4. after every epoch decodes the dev split (batched beam search, never teacher forcing), scores it with the
-   coco-caption code, keeps the best-BLEU-4 model in `<workdir>/best` (the paper's early-stopping criterion),
-   logs losses, learning rate, dev scores, sample captions and an attention figure to TensorBoard, and saves the
-   epoch checkpoint; it stops after `patience` epochs without a better BLEU-4;
-5. a loss that becomes NaN or Inf stops the run with `TrainingDiverged`, leaving the last good checkpoint as the
-   latest one (nothing of the broken epoch is saved);
-6. with `scst_epochs` > 0, a second phase of self-critical epochs (`sat_tf.training.self_critical`) follows the
-   teacher-forced ones: it starts from the best teacher-forced model, numbers its epochs on from the last one,
-   and is scored, checkpointed, resumed and early-stopped the same way (the phase's first epoch is recorded in
-   the checkpoint, so a killed run resumes in the right phase);
-7. finally scores the best model on the whole dev split (with METEOR) and writes `<workdir>/eval/`.
+   before step 0), prepares the features (`pipelines.prepare`, resumable) and copies the vocabulary; under a
+   multi-worker strategy the chief does this while the other workers wait, then every worker reads the work dir
+   (which must be shared);
+2. builds the Captioner and Adam (global-norm clipping) in `strategy.scope()`, and restores `<workdir>/checkpoints`
+   if present: model, optimizer slots, REINFORCE baseline, random-generator states and the epoch counter, so a
+   killed run goes on from its last finished epoch (never a silent restart from scratch); a fresh run with
+   `init_from` starts from another work dir's best weights instead of a random initialisation
+   (`sat_tf.training.warm_start`);
+3. trains with `model.fit` (`Captioner.train_step`, replica-correct under any strategy), one `fit` call per epoch
+   on that epoch's data: epoch e reads the data in the order seeded by seed + e (each replica its share of every
+   global batch, `TrainConfig.batch_size` being the global batch), so a resumed run sees exactly the data an
+   uninterrupted one would (the kill-and-resume test compares final weights);
+4. after every epoch the callbacks of `sat_tf.training.callbacks` score the dev split, keep `best/`, write the
+   history, TensorBoard and the epoch checkpoint, stop after `patience` epochs without a better BLEU-4, and stop at
+   once on a NaN or Inf loss (raised here as `TrainingDiverged`, the last good checkpoint staying the latest);
+5. finally scores the best model on the whole dev split (with METEOR) and writes `<workdir>/eval/` (the chief).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -34,19 +32,17 @@ import time
 from typing import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from sat_tf import workdir as wd
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig, load_config
 from sat_tf.evaluation import Evaluation, evaluate
-from sat_tf.files import write_json_atomic
-from sat_tf.pipelines.dataset import steps_per_epoch, training_dataset
+from sat_tf.pipelines.dataset import check_features, load_manifest, steps_per_epoch, training_dataset
 from sat_tf.pipelines.prepare import prepare_features, scenes_dir
 from sat_tf.text.vocabulary import Vocabulary
-from sat_tf.training.weight_average import averaged_weights, optimizer_options
-
-EPOCH_METRICS = ("bleu", "rouge", "cider")  # METEOR (a java process, slowest) only in the final evaluation
+from sat_tf.training.callbacks import num_workers, training_callbacks
+from sat_tf.training.strategy import is_chief, make_strategy, replica_sum
+from sat_tf.training.weight_average import optimizer_options
 
 
 class TrainingDiverged(RuntimeError):
@@ -68,14 +64,13 @@ class TrainResult:
 
 
 def _comparable(configs: dict) -> dict:
-    """Config entries that must not change when a work dir is reused (epochs, patience, the self-critical
-    settings and the beam's length settings may: a finished run can be extended, e.g. by a self-critical phase)."""
+    """Config entries that must not change when a work dir is reused (epochs and patience may: a finished run can
+    be extended; so may the beam's length settings, which change decoding, not the model)."""
     out = {}
     for name, cfg in configs.items():
         values = dataclasses.asdict(cfg)
         if name == "train":
-            for extendable in ("epochs", "patience", "scst_epochs", "scst_learning_rate", "scst_samples",
-                               "scst_images", "length_penalty", "min_length"):
+            for extendable in ("epochs", "patience", "length_penalty", "min_length"):
                 values.pop(extendable)
         if name == "model":
             values.pop("vocab_size")
@@ -113,144 +108,6 @@ def prepare_workdir(workdir: str, model_config: ModelConfig, train_config: Train
     return experiment
 
 
-class _Progress:
-    """Training progress kept in the checkpoint beside the model and the optimizer."""
-
-    def __init__(self):
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.best_bleu4 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_bleu4")
-        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
-        self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_epochs")
-        # Epochs done when the self-critical phase began (0: not begun).
-        self.scst_start = tf.Variable(0, dtype=tf.int64, trainable=False, name="scst_start")
-
-    def variables(self, with_scst: bool = True) -> dict[str, tf.Variable]:
-        out = {"epoch": self.epoch, "best_bleu4": self.best_bleu4, "best_epoch": self.best_epoch,
-               "bad_epochs": self.bad_epochs}
-        if with_scst:
-            out["scst_start"] = self.scst_start
-        return out
-
-
-class _EpochEnd(keras.callbacks.Callback):
-    """Dev scoring, best model, early stopping, history, TensorBoard extras and the epoch checkpoint."""
-
-    def __init__(self, experiment: wd.Experiment, progress: _Progress, manager: tf.train.CheckpointManager,
-                 best_manager: tf.train.CheckpointManager, features_dir: str, log: Callable[[str], None],
-                 writer, scene_objects: dict | None):
-        super().__init__()
-        self.experiment, self.progress, self.manager, self.best_manager = experiment, progress, manager, best_manager
-        self.features_dir, self.log, self.writer, self.scene_objects = features_dir, log, writer, scene_objects
-        self.diverged: str | None = None
-        self.history: list[dict] = []
-        self.epoch_start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.diverged = f"the training loss became {float(loss)} at epoch {int(self.progress.epoch) + 1}, " \
-                            f"step {batch + 1}"
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.diverged:
-            return  # the broken epoch is not saved: the latest checkpoint stays the last good one
-        exp, cfg = self.experiment, self.experiment.train_config
-        train_seconds = time.perf_counter() - self.epoch_start
-        with averaged_weights(self.model):  # scored and kept as the best: the weight average, where kept
-            result = evaluate(self.model, exp.vocabulary, self.features_dir, split=exp.data_config.eval_split,
-                              beam_size=cfg.beam_size, max_length=cfg.max_length,
-                              length_penalty=cfg.length_penalty, min_length=cfg.min_length,
-                              suppress_unk=cfg.suppress_unk, limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
-                              scene_objects=self.scene_objects, verify="size")
-            bleu4 = result.scores["BLEU-4"]
-            improved = bleu4 > float(self.progress.best_bleu4)
-            if improved:
-                self.best_manager.save(checkpoint_number=epoch + 1)
-                wd.save_experiment(os.path.join(exp.workdir, wd.BEST), exp.model_config, exp.train_config,
-                                   exp.data_config)
-        if improved:
-            self.progress.best_bleu4.assign(bleu4)
-            self.progress.best_epoch.assign(epoch + 1)
-            self.progress.bad_epochs.assign(0)
-        else:
-            self.progress.bad_epochs.assign_add(1)
-        self.progress.epoch.assign(epoch + 1)
-        record = {"epoch": epoch + 1, "phase": "self-critical" if self.model.self_critical else "teacher forcing",
-                  "train_seconds": round(train_seconds, 1),
-                  "eval_seconds": round(result.seconds, 1),
-                  **{k: float(v) for k, v in (logs or {}).items()},
-                  **{f"dev_{k}": float(v) for k, v in result.scores.scores.items()}}
-        if result.grounding is not None:
-            record["dev_grounding"] = result.grounding.rate
-        self.history.append(record)
-        self.manager.save(checkpoint_number=epoch + 1)  # the raw weights, to resume from
-        _append_history(os.path.join(exp.workdir, wd.HISTORY), record)
-        self._tensorboard(epoch + 1, result, logs or {})
-        samples = "\n".join(f"    {d.image_id}: {d.caption!r}   (ref: {d.references[0]!r})" for d in result.decoded[:3])
-        self.log(f"epoch {epoch + 1}: loss {record.get('loss', float('nan')):.3f}  dev "
-                 f"{result.scores.format_table().replace(chr(10), ', ')}"
-                 + (f"  grounding {result.grounding.rate:.2f}" if result.grounding is not None else "")
-                 + ("  (best)" if improved else f"  (no gain for {int(self.progress.bad_epochs)} epoch(s))")
-                 + f"\n{samples}")
-        if cfg.patience and int(self.progress.bad_epochs) >= cfg.patience:
-            self.log(f"early stopping: dev BLEU-4 has not improved for {cfg.patience} epochs "
-                     f"(best {float(self.progress.best_bleu4):.2f} at epoch {int(self.progress.best_epoch)})")
-            self.model.stop_training = True
-
-    def _tensorboard(self, step: int, result: Evaluation, logs: dict) -> None:
-        if self.writer is None:
-            return
-        with self.writer.as_default(step=step):
-            for key, value in result.scores.scores.items():
-                tf.summary.scalar(f"dev/{key}", value)
-            lr = self.model.optimizer.learning_rate
-            tf.summary.scalar("learning_rate", float(lr.numpy() if hasattr(lr, "numpy") else lr))
-            for key, value in logs.items():
-                tf.summary.scalar(f"train/{key}", float(value))
-            if result.grounding is not None:
-                tf.summary.scalar("dev/grounding", result.grounding.rate)
-            table = "\n".join(f"| {d.image_id} | {d.caption} | {d.references[0]} |" for d in result.decoded[:8])
-            tf.summary.text("dev/samples", "| image | generated | reference |\n|---|---|---|\n" + table)
-            figure = _figure(result, self.features_dir)
-            if figure is not None:
-                tf.summary.image("dev/attention", figure[None])
-        self.writer.flush()
-
-
-def _figure(result: Evaluation, features_dir: str) -> np.ndarray | None:
-    """The first decoded image's attention figure as (H, W, 3) uint8, or None if the image cannot be read."""
-    from sat_tf.images import ImageError, load_image
-    from sat_tf.pipelines.dataset import load_manifest
-    from sat_tf.visualize import attention_figure
-
-    if not result.decoded:
-        return None
-    d = result.decoded[0]
-    try:
-        image = load_image(d.image_path)
-    except ImageError:
-        return None
-    grid = tuple(load_manifest(features_dir)["encoder"]["grid"])
-    steps = len(d.words)
-    if steps == 0:
-        return None
-    figure = attention_figure(image, d.words, d.alpha[:steps], grid,
-                              locations=None if d.location is None else list(d.location[:steps]))
-    return np.asarray(figure.convert("RGB"))
-
-
-def _append_history(path: str, record: dict) -> None:
-    history = []
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            history = json.load(f)
-    write_json_atomic(path, [h for h in history if h["epoch"] < record["epoch"]] + [record])
-
-
 def build_model(model_config: ModelConfig, train_config: TrainConfig) -> keras.Model:
     """The Captioner, compiled with Adam (global-norm clipping) and every optimizer slot created."""
     keras.utils.set_random_seed(train_config.seed)
@@ -265,83 +122,150 @@ def build_model(model_config: ModelConfig, train_config: TrainConfig) -> keras.M
 
 
 def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, data_config: DataConfig, *,
-          weights: str | None = "imagenet", verbose: int = 1, log: Callable[[str], None] = print,
-          final_evaluation: bool = True, tensorboard: bool = True) -> TrainResult:
+          strategy: str | tf.distribute.Strategy | None = None, weights: str | None = "imagenet", verbose: int = 1,
+          log: Callable[[str], None] = print, final_evaluation: bool = True, tensorboard: bool = True) -> TrainResult:
     """Trains (or resumes) the model of a work dir; see the module docstring.
 
     Args:
         workdir: str. Created if needed; reusing one resumes it (the settings must match).
         model_config, train_config, data_config: the experiment.
+        strategy: a `sat_tf.training.strategy.make_strategy` name ("default", "mirrored", "multi_worker", "tpu"),
+            a tf.distribute strategy, or None (the current one). Run the same call in every process of a
+            multi-worker job.
         weights: encoder weights for feature extraction ("imagenet"; None = random, for tests).
         verbose: int. Keras progress bar (1), one line per epoch (2) or silent (0).
-        log: where progress lines go.
+        log: where progress lines go (the chief's only).
         final_evaluation: bool. Score the best model on the whole dev split at the end (with METEOR).
         tensorboard: bool. Write TensorBoard logs to <workdir>/logs.
+
+    Returns:
+        TrainResult (on other workers than the chief without the final evaluation).
     """
     start = time.perf_counter()
-    experiment = prepare_workdir(workdir, model_config, train_config, data_config, weights=weights,
-                                 progress=verbose > 0)
+    if isinstance(strategy, str):
+        strategy = make_strategy(strategy)
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = is_chief(strategy)
+    say = log if chief else (lambda line: None)
+    if train_config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"TrainConfig.batch_size={train_config.batch_size} is the global batch and must be "
+                         f"divisible by the {strategy.num_replicas_in_sync} replicas in sync")
+    if chief:
+        experiment = prepare_workdir(workdir, model_config, train_config, data_config, weights=weights,
+                                     progress=verbose > 0)
+    if num_workers(strategy) > 1:
+        replica_sum(strategy)(1.0)  # the other workers wait here until the chief has prepared the work dir
+    if not chief:
+        experiment = wd.load_experiment(workdir)
+        if experiment.vocabulary is None:
+            raise FileNotFoundError(f"{workdir}/{wd.VOCAB} is missing: every worker must see the chief's work dir")
     cfg, data = experiment.train_config, experiment.data_config
     features_dir = experiment.features_dir
-    manifest_vocab = experiment.vocabulary.checksum()
-    model = build_model(experiment.model_config, cfg)
-    progress = _Progress()
-    checkpoint = wd.checkpoint_for(model, model.optimizer, **progress.variables())
-    manager = tf.train.CheckpointManager(checkpoint, experiment.path(wd.CHECKPOINTS), max_to_keep=cfg.keep_checkpoints)
-    best_manager = tf.train.CheckpointManager(wd.checkpoint_for(model), experiment.path(wd.BEST), max_to_keep=1)
-    if manager.latest_checkpoint:
-        names = {name for name, _ in tf.train.list_variables(manager.latest_checkpoint)}
-        # Checkpoints written before the self-critical phase existed have no scst_start (it stays 0).
-        restoring = checkpoint if any(n.startswith("scst_start") for n in names) else wd.checkpoint_for(
-            model, model.optimizer, **progress.variables(with_scst=False))
-        restoring.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resuming from {manager.latest_checkpoint} (epoch {int(progress.epoch)} done, best dev BLEU-4 "
-            f"{float(progress.best_bleu4):.2f})")
-    elif cfg.init_from:
-        apply_init_from(model, experiment, log)
-    initial_epoch = int(progress.epoch)
-    stopped = bool(cfg.patience) and int(progress.bad_epochs) >= cfg.patience
+    with strategy.scope():
+        model = build_model(experiment.model_config, cfg)
     scene_objects = None
     if data.dataset == "scenes":
         from sat_tf.pipelines.sources.scenes import read_scene_objects
 
         scene_objects = read_scene_objects(scenes_dir(data, features_dir))
-    writer = tf.summary.create_file_writer(experiment.path(wd.LOGS)) if tensorboard else None
-    end = _EpochEnd(experiment, progress, manager, best_manager, features_dir, log, writer, scene_objects)
-    if initial_epoch < cfg.epochs and not stopped and not int(progress.scst_start):
-        from sat_tf.pipelines.dataset import load_manifest
-
+    callbacks = training_callbacks(experiment, model, strategy=strategy, log=say, tensorboard=tensorboard,
+                                   scene_objects=scene_objects)
+    end = callbacks[0]
+    if end.latest_checkpoint() is None and cfg.init_from:
+        apply_init_from(model, experiment, say)
+    if strategy.num_replicas_in_sync > 1:
+        say(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, global batch {cfg.batch_size}")
+    initial_epoch = end.initial_epoch
+    if initial_epoch < cfg.epochs and not end.patience_exhausted:
         manifest = load_manifest(features_dir)
-        steps = steps_per_epoch(manifest, data.train_split, cfg.batch_size)
-        ds = training_dataset(features_dir, cfg.batch_size, split=data.train_split, epoch=initial_epoch,
-                              seed=cfg.seed, num_epochs=cfg.epochs - initial_epoch, manifest=manifest,
-                              vocabulary_checksum=manifest_vocab,
-                              feature_shape=(manifest["feature_shape"][0], experiment.model_config.feature_dim),
-                              mirror_probability=data.mirror_probability)
-        callbacks = [end]
-        if tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(experiment.path(wd.LOGS), update_freq=50,
-                                                         write_graph=False))
-        model.fit(ds, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
-                  verbose=verbose)
+        checksum = experiment.vocabulary.checksum()
+        feature_shape = (manifest["feature_shape"][0], experiment.model_config.feature_dim)
+        check_features(features_dir, data.train_split, manifest=manifest, vocabulary_checksum=checksum,
+                       feature_shape=feature_shape)  # every byte once; each epoch then checks only the sizes
+
+        def epoch_data(epoch: int, input_context=None) -> tf.data.Dataset:
+            return training_dataset(features_dir, cfg.batch_size, split=data.train_split, epoch=epoch, seed=cfg.seed,
+                                    input_context=input_context, manifest=manifest, vocabulary_checksum=checksum,
+                                    feature_shape=feature_shape, verify="size",
+                                    mirror_probability=data.mirror_probability)
+
+        steps = _steps_per_epoch(manifest, data.train_split, cfg.batch_size, strategy)
+        fit_epochs(model, epoch_data, strategy, initial_epoch, cfg.epochs, callbacks, verbose, steps=steps)
         if end.diverged:
             raise TrainingDiverged(f"{end.diverged}; stopped. The last good checkpoint is "
-                                   f"{manager.latest_checkpoint or '(none: no epoch finished)'}; lower the learning "
+                                   f"{end.latest_checkpoint() or '(none: no epoch finished)'}; lower the learning "
                                    f"rate or check the features for NaN/Inf, then rerun to resume from it")
-        stopped = bool(cfg.patience) and int(progress.bad_epochs) >= cfg.patience
-    if cfg.scst_epochs:
-        stopped = _self_critical_phase(model, experiment, progress, manager, best_manager, end, tensorboard,
-                                       verbose, log)
     final = None
-    if final_evaluation and best_manager.latest_checkpoint:
-        wd.checkpoint_for(model).restore(best_manager.latest_checkpoint).expect_partial()
+    best = tf.train.latest_checkpoint(experiment.path(wd.BEST))
+    if chief and final_evaluation and best:
+        wd.checkpoint_for(model).restore(best).expect_partial()
         final = evaluate(model, experiment.vocabulary, features_dir, split=data.eval_split,
                          beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
                          min_length=cfg.min_length, suppress_unk=cfg.suppress_unk, scene_objects=scene_objects,
                          out_dir=experiment.path("eval"))
-    return TrainResult(workdir, int(progress.epoch) - initial_epoch, int(progress.best_epoch),
-                       float(progress.best_bleu4), stopped, end.history, final, time.perf_counter() - start)
+    return TrainResult(workdir, end.initial_epoch - initial_epoch, int(end.progress.best_epoch),
+                       float(end.progress.best_bleu4), end.patience_exhausted, end.history, final,
+                       time.perf_counter() - start)
 
+
+def _steps_per_epoch(manifest: dict, split: str, batch_size: int, strategy: tf.distribute.Strategy) -> int:
+    """Global steps of an epoch of `training_dataset`.
+
+    One input pipeline (every strategy on one machine): the exact count, R replicas taking consecutive
+    per-replica batches. Several workers, each reading its own shard of the files: the exact count is unknown
+    without reading the data, so an epoch is N // G global steps (N captions, G global batch), which every run
+    reaches (a step consumes at most G captions); the few batches beyond it are left out of that epoch.
+    """
+    if num_workers(strategy) > 1:
+        captions = sum(int(count) for count in manifest["splits"][split]["length_histogram"].values())
+        return max(1, captions // batch_size)
+    replicas = strategy.num_replicas_in_sync
+    return math.ceil(steps_per_epoch(manifest, split, batch_size // replicas) / replicas)
+
+
+def fit_epochs(model, epoch_data: Callable[..., tf.data.Dataset], strategy: tf.distribute.Strategy,
+               initial_epoch: int, epochs: int, callbacks, verbose: int = 1, steps: int | None = None) -> None:
+    """`model.fit` epoch by epoch: epoch e trains on `epoch_data(e)` (with the strategy's input context, one
+    pipeline per worker, under replicas), so each epoch has its own seeded order whatever the strategy. Stops where
+    a callback set `model.stop_training`.
+
+    `steps`: the global steps of an epoch, at most as many as the data has. Give them: Keras' `fit` that reads a
+    dataset of unknown length to its end advances the optimizer's step counter once more in the call that finds no
+    data (the counter's increment does not wait for the input), which would shift Adam's bias correction and the
+    step seeds.
+    """
+    for epoch in range(initial_epoch, epochs):
+        if strategy.num_replicas_in_sync > 1:
+            dataset = strategy.distribute_datasets_from_function(lambda context, e=epoch: epoch_data(e, context))
+        else:
+            dataset = epoch_data(epoch)
+        one_epoch = _OneEpoch()
+        model.fit(dataset, epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps,
+                  callbacks=list(callbacks) + [one_epoch], verbose=verbose)
+        if one_epoch.stop_requested:
+            return
+
+
+class _OneEpoch(keras.callbacks.Callback):
+    """Ends `fit` after the epoch it began with (`fit_epochs` gives every epoch its own dataset; the progress bar
+    still counts epochs out of the run's total) and records whether an earlier callback asked to stop.
+
+    With a weight average, Keras' `fit` ends by writing the averages into the weights
+    (`optimizer.finalize_variable_values`); training goes on from the raw weights, so they are put back."""
+
+    stop_requested = False
+    raw = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.stop_requested = bool(self.model.stop_training)  # early stopping or a NaN loss
+        self.model.stop_training = True
+        if getattr(self.model.optimizer, "use_ema", False):
+            self.raw = [tf.identity(w.value) for w in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        if self.raw is not None:
+            for weight, value in zip(self.model.trainable_variables, self.raw):
+                weight.assign(value)
 
 def apply_init_from(model, experiment: wd.Experiment, log: Callable[[str], None]) -> None:
     """A fresh run with `train.init_from`: the source's weights (`sat_tf.training.warm_start`)."""
@@ -349,51 +273,3 @@ def apply_init_from(model, experiment: wd.Experiment, log: Callable[[str], None]
 
     path = warm_start(model, experiment, experiment.train_config.init_from)
     log(f"starting from the weights of {path} (train.init_from)")
-
-
-def _self_critical_phase(model, experiment: wd.Experiment, progress: _Progress, manager, best_manager,
-                         end: _EpochEnd, tensorboard: bool, verbose: int, log: Callable[[str], None]) -> bool:
-    """Step 6 of the module docstring; returns whether early stopping ended it."""
-    from sat_tf.metrics.cider_d import CiderD
-    from sat_tf.pipelines.dataset import image_batches, images_per_epoch, load_manifest
-    from sat_tf.training.self_critical import SelfCritical, training_references
-
-    cfg, data = experiment.train_config, experiment.data_config
-    features_dir = experiment.features_dir
-    if not int(progress.scst_start):
-        if best_manager.latest_checkpoint:
-            wd.checkpoint_for(model).restore(best_manager.latest_checkpoint).expect_partial()
-        progress.scst_start.assign(progress.epoch)
-        progress.bad_epochs.assign(0)
-        log(f"self-critical phase: {cfg.scst_epochs} epoch(s) from the best teacher-forced model (epoch "
-            f"{int(progress.best_epoch)}, dev BLEU-4 {float(progress.best_bleu4):.2f})")
-    last = int(progress.scst_start) + cfg.scst_epochs
-    first = int(progress.epoch)
-    if first >= last or (cfg.patience and int(progress.bad_epochs) >= cfg.patience):
-        return bool(cfg.patience) and int(progress.bad_epochs) >= cfg.patience
-    manifest = load_manifest(features_dir)
-    vocabulary = experiment.vocabulary
-    references = training_references(features_dir, data.train_split, manifest=manifest,
-                                     vocabulary_checksum=vocabulary.checksum())
-    mc = experiment.model_config
-    model.self_critical = SelfCritical(CiderD(references), samples=cfg.scst_samples, max_length=cfg.max_length,
-                                       start_id=mc.start_id, end_id=mc.end_id, pad_id=mc.pad_id)
-    model.optimizer.learning_rate.assign(cfg.scst_learning_rate)
-    model.jit_compile = False  # the CIDEr-D reward is a py_function
-    model.train_function = None  # retrace fit's step for the self-critical train_step
-    ds = image_batches(features_dir, cfg.scst_images, split=data.train_split, epoch=first, seed=cfg.seed,
-                       num_epochs=last - first, manifest=manifest, vocabulary_checksum=vocabulary.checksum(),
-                       feature_shape=(manifest["feature_shape"][0], mc.feature_dim))
-    callbacks = [end]
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(experiment.path(wd.LOGS), update_freq=50, write_graph=False))
-    try:
-        model.fit(ds, epochs=last, initial_epoch=first,
-                  steps_per_epoch=images_per_epoch(manifest, data.train_split, cfg.scst_images),
-                  callbacks=callbacks, verbose=verbose)
-    finally:
-        model.self_critical = None
-        model.train_function = None
-    if end.diverged:
-        raise TrainingDiverged(f"{end.diverged}; stopped. The last good checkpoint is {manager.latest_checkpoint}")
-    return bool(cfg.patience) and int(progress.bad_epochs) >= cfg.patience

@@ -23,35 +23,24 @@ def optimizer_options(train_config: TrainConfig) -> dict:
     return {"use_ema": True, "ema_momentum": decay} if decay > 0 else {}
 
 
-def _pairs(optimizer) -> list:
-    """(weight, its average) for every averaged trainable weight of `optimizer`."""
-    try:
-        weights, averages = optimizer._trainable_variables, optimizer._model_variables_moving_average
-    except AttributeError as e:  # the private names of keras.src.optimizers.base_optimizer (Keras 3.x)
-        raise RuntimeError(f"this Keras version ({type(optimizer).__module__}) keeps its weight average elsewhere: "
-                           f"{e}") from e
-    return [(w, a) for w, a in zip(weights, averages) if a is not None]
-
-
-def _swap(pairs) -> None:
-    for weight, average in pairs:
-        raw = tf.identity(weight.value)
-        weight.assign(average.value)
-        average.assign(raw)
-
-
 @contextlib.contextmanager
 def averaged_weights(model, optimizer=None):
-    """Within the block the model's trainable weights are their moving averages (the raw weights wait in the
-    averages' place and come back, bit for bit, on exit). Without a weight average it changes nothing.
-    Yields whether the weights were swapped."""
+    """Within the block the model's trainable weights are their moving averages (the raw weights are kept aside
+    and come back, bit for bit, on exit). Without a weight average it changes nothing. Yields whether the weights
+    were swapped.
+
+    Public Keras API only: `optimizer.finalize_variable_values` writes the averages into the weights (on every
+    replica under a strategy); the raw values are copied before and assigned back after.
+    """
     optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
     if optimizer is None or not getattr(optimizer, "use_ema", False):
         yield False
         return
-    pairs = _pairs(optimizer)
-    _swap(pairs)
+    weights = model.trainable_variables
+    raw = [tf.identity(w.value) for w in weights]
+    optimizer.finalize_variable_values(weights)
     try:
         yield True
     finally:
-        _swap(pairs)
+        for weight, value in zip(weights, raw):
+            weight.assign(value)

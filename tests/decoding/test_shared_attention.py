@@ -97,7 +97,7 @@ def test_captioner_beam_search_with_shared_annotations_equals_repeated_annotatio
     assert set(got) == set(want)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    # K sampled captions per image (self-critical training) go through the same shared path.
+    # K sampled captions per image go through the same shared path.
     got = model.sample(annotations, K, max_length=6, seed=seed)
     word_seed, location_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     state, step_fn = _tiled_step_fn(model, annotations, K, location_seed)

@@ -139,6 +139,12 @@ def test_config_json_round_trip(tmp_path):
     json.dump(payload, open(path, "w"))
     with pytest.raises(ValueError, match="units_typo"):
         cfg.load_config(path)
+    # Work dirs written while self-critical training existed: loaded if it was off, refused by name if it was on.
+    old = {**cfg.dataclasses.asdict(train_config), "scst_epochs": 0, "scst_learning_rate": 5e-5, "scst_samples": 5,
+           "scst_images": 16}
+    assert cfg.config_from_dict(cfg.TrainConfig, old) == train_config
+    with pytest.raises(ValueError, match="scst_epochs=2.*self-critical"):
+        cfg.config_from_dict(cfg.TrainConfig, {**old, "scst_epochs": 2})
 
 
 def test_bad_configs_are_named():
@@ -260,3 +266,27 @@ def test_sample_returns_k_draws_per_image_in_image_order(attention):
     h0 = model.cell.initial_state(tf.constant(a))[0].numpy()  # (2, H)
     state, _ = model.decode_step_fn(a, 3)
     np.testing.assert_allclose(state[0].numpy(), np.repeat(h0, 3, axis=0), rtol=1e-6)
+
+
+def test_compile_refuses_a_loss_or_metrics_it_cannot_use_by_name():
+    model = _model("soft")
+    for argument in ("loss", "metrics", "loss_weights", "weighted_metrics"):
+        with pytest.raises(ValueError, match=rf"compile\({argument}="):
+            model.compile(optimizer="adam", **{argument: ["mse"] if "metrics" in argument else "mse"})
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_predict_returns_greedy_captions_of_annotations(attention):
+    from sat_tf.models.captioner import PREDICT_MAX_LENGTH
+
+    model = _model(attention)
+    annotations = _annotations()
+    out = model.predict(annotations, batch_size=2, verbose=0)  # two batches, concatenated by Keras
+    want = model.generate(annotations, beam_size=1, max_length=PREDICT_MAX_LENGTH)
+    assert out["tokens"].shape == (len(annotations), PREDICT_MAX_LENGTH)
+    np.testing.assert_array_equal(out["tokens"], want["tokens"])
+    np.testing.assert_array_equal(out["lengths"], want["lengths"])
+    assert ("location" in out) == (attention == "hard")
+    batches = model.predict(tf.data.Dataset.from_tensor_slices({"annotations": annotations}).batch(3), verbose=0)
+    np.testing.assert_array_equal(batches["tokens"], want["tokens"])

@@ -40,7 +40,7 @@ def state_dict() -> dict[str, np.ndarray]:
 
 def test_feature_layer_shapes():
     model = efficientnet_lite0(include_top=False, weights=None, input_shape=(224, 224, 3))
-    for name, (reductions, depth) in efficientnet_lite.FEATURE_LAYERS.items():
+    for name, (reductions, depth) in efficientnet_lite.get_variant("lite0").feature_layers.items():
         side = 224 // 2**reductions
         assert tuple(model.get_layer(name).output.shape) == (None, side, side, depth), name
     assert tuple(model.get_layer("stage5").output.shape) == (None, 14, 14, 112)  # the paper's L = 196

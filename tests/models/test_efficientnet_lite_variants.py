@@ -143,7 +143,7 @@ def test_scaling_rules_and_variant_table():
         [16, 24, 48, 88, 120, 208, 352, 32]
     assert [lite.round_repeats(r, 1.1) for r in (2, 3, 4)] == [3, 4, 5]
     assert [lite.round_repeats(r, 1.2) for r in (2, 3, 4)] == [3, 4, 5]
-    assert lite.get_variant("lite0").blocks_args == lite.BLOCKS_ARGS == lite.BASE_BLOCKS_ARGS
+    assert lite.get_variant("lite0").blocks_args == lite.BASE_BLOCKS_ARGS
     assert [(v.image_size, v.dropout_rate) for v in lite.VARIANTS.values()] == [(224, 0.2), (240, 0.2), (260, 0.3)]
     assert lite.get_variant(2) is lite.get_variant("lite2") is lite.get_variant("efficientnet_lite2")
     assert len(lite.block_names("lite1")) == len(lite.block_names(2)) == 21

@@ -20,6 +20,7 @@ import tensorflow as tf
 from sat_tf.images import load_and_resize
 from sat_tf.pipelines.extract import extract_features
 from sat_tf.training import trainer
+from sat_tf.training.callbacks import Progress
 from tests.pipelines import helpers
 from tests.robustness import tiny_run
 
@@ -112,7 +113,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path):
 
     def checkpointed():
         model = trainer.build_model(model_config, train_config)
-        progress = trainer._Progress()
+        progress = Progress()
         return model, progress, wd.checkpoint_for(model, model.optimizer, **progress.variables())
 
     model, progress, checkpoint = checkpointed()

@@ -1,12 +1,14 @@
 """Tiny deterministic training runs for the tf.distribute tests, importable and runnable as a worker process.
 
-`python -m tests.training.harness '<json spec>'` (from the repository root) trains one run and writes its final
-weights to `spec["out"]` (an .npz). Spec keys:
+`python -m tests.training.harness '<json spec>'` (from the repository root) trains one run with `model.fit`
+(`with strategy.scope(): model = ...; model.fit(distributed dataset)`, the trainer's `fit_epochs`) and writes its
+final weights to
+`spec["out"]` (an .npz). Spec keys:
     attention: "soft" | "hard";  strategy: "default" | "mirrored" | "multi_worker" (TF_CONFIG from the
     environment);  logical_cpus: int (> 1 splits the CPU into that many logical devices before anything else
-    runs, for "mirrored");  workdir: str;  out: str;  epochs: int;  checkpoint_every: int;
-    crash_at_step: int (exit abruptly, as if killed, once this global step is done; 0 = never);
+    runs, for "mirrored");  out: str;  epochs: int;
     uneven: bool (the last global batch is partial: with two replicas the second gets none);
+    weight_average_decay: float;  reinforce_baseline: str;
     runs: a list of such specs to train one after the other in this process.
 
 The data are the same whatever the strategy: a fixed list of global batches, each sliced into its replica
@@ -94,43 +96,33 @@ def configs(attention: str, epochs: int = 2, weight_average_decay: float = 0.0,
     return model, train
 
 
-def state_of(trainer) -> dict[str, np.ndarray]:
+def state_of(model) -> dict[str, np.ndarray]:
     """Every model weight (baseline included) and the optimizer's step and moments, by stable keys."""
-    state = {f"w{i:03d}": np.asarray(w.numpy()) for i, w in enumerate(trainer.model.weights)}
-    state.update({f"o{i:03d}": np.asarray(v.numpy()) for i, v in enumerate(trainer.optimizer.variables)})
+    state = {f"w{i:03d}": np.asarray(w.numpy()) for i, w in enumerate(model.weights)}
+    state.update({f"o{i:03d}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)})
     return state
 
 
-def crash_at(step: int):
-    """A LoopCallback that ends the process without any cleanup after global step `step`, as `kill -9` would."""
-    from sat_tf.training.distributed import LoopCallback
-
-    class Crash(LoopCallback):
-        def on_step_end(self, s, logs):
-            if s == step:
-                sys.stdout.flush()
-                os._exit(17)
-
-    return Crash()
-
-
 def train(spec: dict):
-    """Runs one training as the spec says; returns the trainer."""
-    from sat_tf.training import distributed
+    """Runs one training as the spec says; returns the model."""
+    import tensorflow as tf
+
+    from sat_tf.training.strategy import make_strategy
+    from sat_tf.training.trainer import build_model, fit_epochs
 
     name = spec.get("strategy", "default")
     devices = [f"/cpu:{i}" for i in range(spec["logical_cpus"])] if name == "mirrored" else None
-    strategy = distributed.make_strategy(name, devices=devices)
+    strategy = make_strategy(name, devices=devices)
     model_config, train_config = configs(spec["attention"], spec.get("epochs", 2),
                                          spec.get("weight_average_decay", 0.0),
                                          spec.get("reinforce_baseline", "moving_average"))
-    callbacks = [crash_at(spec["crash_at_step"])] if spec.get("crash_at_step") else []
-    trainer = distributed.DistributedTrainer(
-        model_config, train_config, sliced_dataset_fn(global_batches(spec.get("uneven", False))), strategy,
-        spec["workdir"], checkpoint_every=spec.get("checkpoint_every", 0), callbacks=callbacks,
-        log=lambda line: print(line, flush=True))
-    trainer.fit()
-    return trainer
+    with strategy.scope():
+        model = build_model(model_config, train_config)
+    dataset_fn = sliced_dataset_fn(global_batches(spec.get("uneven", False)))
+    # The same global batches every epoch; the trainer's epoch loop over `model.fit`.
+    fit_epochs(model, lambda epoch, context=None: dataset_fn(context or tf.distribute.InputContext()), strategy,
+               0, train_config.epochs, [], verbose=2, steps=STEPS_PER_EPOCH)
+    return model
 
 
 def main(argv: list[str]) -> None:
@@ -145,9 +137,9 @@ def main(argv: list[str]) -> None:
     runs = spec.pop("runs", None) or [spec]
     for run in runs:
         run.setdefault("logical_cpus", spec.get("logical_cpus", 1))
-        trainer = train(run)
-        np.savez(run["out"], **state_of(trainer))
-        print(f"done {run['out']} step={int(trainer.optimizer.iterations.numpy())}", flush=True)
+        model = train(run)
+        np.savez(run["out"], **state_of(model))
+        print(f"done {run['out']} step={int(model.optimizer.iterations.numpy())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""tf.distribute training (`sat_tf.training.distributed`): replicas and workers compute what one process computes.
+"""tf.distribute training: `model.fit` with `Captioner.train_step` under MirroredStrategy or two worker processes
+computes what one process computes (`sat_tf.models.distributed_fit`, `sat_tf.training.strategy`).
 
-The equality tests train the tiny model of `tests/training/harness.py` for 6 steps (2 epochs) with a large
-learning rate and a binding clip, then compare every weight, the REINFORCE baseline and the optimizer state with
-a default-strategy run on the same global batches. Measured here: differences up to ~4e-6 (float summation order),
+The equality tests train the tiny model of `tests/training/harness.py` with a plain `model.fit` for 6 steps (2
+epochs) with a large learning rate and a binding clip, then compare every weight, the REINFORCE baseline and the
+optimizer state with a default-strategy run on the same global batches. Measured here: differences up to ~4e-6 (float summation order),
 against ~0.3 when each replica normalises its loss by its own token count (the usual mistake), so the tolerance
 below separates right from wrong by five orders of magnitude.
 
@@ -26,7 +27,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sat_tf.training import distributed
+from sat_tf.training import strategy as strategies
 from tests.training import harness
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -123,20 +124,20 @@ def _baseline_updates(state: dict) -> float:
 
 
 def test_tf_config_is_checked_before_a_multi_worker_strategy_is_built(monkeypatch):
-    config = distributed.tf_config(["localhost:1", "localhost:2"], 1)
-    assert distributed.parse_tf_config(config)["task"] == {"type": "worker", "index": 1}
+    config = strategies.tf_config(["localhost:1", "localhost:2"], 1)
+    assert strategies.parse_tf_config(config)["task"] == {"type": "worker", "index": 1}
     for text, message in [("", "needs TF_CONFIG"), ("{not json", "not valid JSON"),
                           ('{"task": {"type": "worker", "index": 0}}', "no cluster.worker"),
                           ('{"cluster": {"worker": ["a:1"]}}', "no task"),
                           ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "not in")]:
         with pytest.raises(ValueError, match=message):
-            distributed.parse_tf_config(text)
+            strategies.parse_tf_config(text)
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
-        distributed.make_strategy("multi_worker")
+        strategies.make_strategy("multi_worker")
     with pytest.raises(ValueError, match="unknown strategy 'mirorred'"):
-        distributed.make_strategy("mirorred")
-    assert distributed.make_strategy("default") is tf.distribute.get_strategy()
+        strategies.make_strategy("mirorred")
+    assert strategies.make_strategy("default") is tf.distribute.get_strategy()
 
 
 def test_the_chief_is_the_chief_task_else_worker_zero():
@@ -146,20 +147,23 @@ def test_the_chief_is_the_chief_task_else_worker_zero():
         return types.SimpleNamespace(cluster_resolver=resolver)
 
     workers = {"worker": ["a:1", "b:1"]}
-    assert distributed.is_chief(strategy("worker", 0, workers))
-    assert not distributed.is_chief(strategy("worker", 1, workers))
+    assert strategies.is_chief(strategy("worker", 0, workers))
+    assert not strategies.is_chief(strategy("worker", 1, workers))
     with_chief = {"chief": ["c:1"], **workers}
-    assert distributed.is_chief(strategy("chief", 0, with_chief))
-    assert not distributed.is_chief(strategy("worker", 0, with_chief))
-    assert distributed.is_chief(tf.distribute.get_strategy())  # one process
+    assert strategies.is_chief(strategy("chief", 0, with_chief))
+    assert not strategies.is_chief(strategy("worker", 0, with_chief))
+    assert strategies.is_chief(tf.distribute.get_strategy())  # one process
 
 
 def test_the_global_batch_must_split_evenly_over_the_replicas(tmp_path):
+    from sat_tf import config as cfg
+    from sat_tf.training import trainer
+
     model, train = harness.configs("soft")
     fake = types.SimpleNamespace(num_replicas_in_sync=3)
     with pytest.raises(ValueError, match="divisible by the 3 replicas"):
-        distributed.DistributedTrainer(model, train, harness.sliced_dataset_fn(harness.global_batches()), fake,
-                                       str(tmp_path))
+        trainer.train(str(tmp_path), model, train, cfg.scenes_default()[2], strategy=fake)
+    assert not os.listdir(tmp_path)  # refused before anything was written
 
 
 # -- the Captioner pieces the replica step relies on ------------------------------------------------------
@@ -239,7 +243,7 @@ def test_mirrored_over_two_cpus_gives_the_weights_of_the_default_strategy(jobs, 
         runs = [{"attention": attention, "strategy": name, "uneven": uneven,
                  "weight_average_decay": 0.5 if attention == "soft" else 0.0,
                  "reinforce_baseline": "expected_context" if attention == "hard" else "moving_average",
-                 "workdir": str(tmp_path / f"{attention}_{name}"), "out": str(tmp_path / f"{attention}_{name}.npz")}
+                 "out": str(tmp_path / f"{attention}_{name}.npz")}
                 for name in ("default", "mirrored")]
         jobs.start(attention, {"logical_cpus": 2, "runs": runs})
     jobs.expect_success("soft", "hard")
@@ -247,6 +251,8 @@ def test_mirrored_over_two_cpus_gives_the_weights_of_the_default_strategy(jobs, 
         one = _load(tmp_path / f"{attention}_default.npz")
         two = _load(tmp_path / f"{attention}_mirrored.npz")
         _assert_same_state(one, two, f"{attention}: mirrored vs default")
+        print(f"{attention}: mirrored vs default, largest weight difference "
+              f"{max(float(np.abs(one[k] - two[k]).max()) for k in one):.2e}")
         assert int(two["o000"]) == 2 * harness.STEPS_PER_EPOCH  # optimizer iterations
     # Adam keeps 2 moments per weight; with the average, a 3rd copy of every trainable weight.
     soft, hard = _load(tmp_path / "soft_mirrored.npz"), _load(tmp_path / "hard_mirrored.npz")
@@ -269,7 +275,7 @@ def _start_workers(jobs: _Jobs, tmp_path: pathlib.Path, prefix: str, spec: dict,
         run = {**spec, "strategy": "multi_worker", "out": str(tmp_path / f"{prefix}_worker{index}.npz")}
         run.update((crash or {}).get(index, {}))
         name = f"{prefix}_worker{index}"
-        jobs.start(name, run, env={"TF_CONFIG": distributed.tf_config(workers, index), "TMPDIR": str(scratch)})
+        jobs.start(name, run, env={"TF_CONFIG": strategies.tf_config(workers, index), "TMPDIR": str(scratch)})
         names.append(name)
     return names
 
@@ -277,97 +283,27 @@ def _start_workers(jobs: _Jobs, tmp_path: pathlib.Path, prefix: str, spec: dict,
 def test_two_worker_processes_match_each_other_and_one_process(jobs, tmp_path):
     """MultiWorkerMirroredStrategy over two processes on localhost, hard attention, a partial last batch that
     leaves worker 1 without data in the last step; and the same training in a single process."""
-    spec = {"attention": "hard", "uneven": True, "workdir": str(tmp_path / "job")}
+    spec = {"attention": "hard", "uneven": True}
     names = _start_workers(jobs, tmp_path, "mw", spec)
-    jobs.start("single", {**spec, "strategy": "default", "workdir": str(tmp_path / "single"),
-                          "out": str(tmp_path / "single.npz")})
+    jobs.start("single", {**spec, "strategy": "default", "out": str(tmp_path / "single.npz")})
     jobs.expect_success(*names, "single")
     w0, w1 = _load(tmp_path / "mw_worker0.npz"), _load(tmp_path / "mw_worker1.npz")
     _assert_same_state(w0, w1, "worker 0 vs worker 1", exact=True)
-    _assert_same_state(w0, _load(tmp_path / "single.npz"), "two workers vs one process")
-    # Only the chief wrote into the work dir; worker 1's checkpoints went to its temp dir and were deleted.
-    history = json.loads((tmp_path / "job" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2] and [h["steps"] for h in history] == [3, 3]
-    assert tf.train.latest_checkpoint(str(tmp_path / "job" / "checkpoints")).endswith("ckpt-6")
-    assert not any((tmp_path / "mw_tmp1").iterdir()) and not any((tmp_path / "mw_tmp0").iterdir())
-
-
-# -- resuming -----------------------------------------------------------------------------------------------
-
-
-class _Kill(distributed.LoopCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, step, logs):
-        if step == self.step:
-            raise KeyboardInterrupt(f"simulated kill after step {step}")
-
-
-def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_to_the_uninterrupted_weights(tmp_path):
-    """Default strategy in this process: checkpoints every 2 steps, a kill after step 5 (epoch 2, step 2), a
-    restart that restores step 4 (epoch 1 done + 1 step), skips that step's data and ends where an uninterrupted
-    run ends."""
-    model, train = harness.configs("hard")
-    dataset_fn = harness.sliced_dataset_fn(harness.global_batches())
-    strategy = distributed.make_strategy("default")
-
-    straight = distributed.DistributedTrainer(model, train, dataset_fn, strategy, str(tmp_path / "straight"))
-    straight.fit()
-    killed_dir = str(tmp_path / "killed")
-    killed = distributed.DistributedTrainer(model, train, dataset_fn, strategy, killed_dir, checkpoint_every=2,
-                                            callbacks=[_Kill(5)])
-    with pytest.raises(KeyboardInterrupt):
-        killed.fit()
-    assert tf.train.latest_checkpoint(os.path.join(killed_dir, "checkpoints")).endswith("ckpt-4")
-
-    lines = []
-    resumed = distributed.DistributedTrainer(model, train, dataset_fn, strategy, killed_dir, checkpoint_every=2,
-                                             log=lines.append)
-    history = resumed.fit()
-    assert any("resuming from" in line and "epoch 1 done, 1 step(s)" in line for line in lines), lines
-    assert [h["epoch"] for h in history] == [1, 2]
-    assert history[1]["steps"] == 2  # the resumed epoch trained only the steps the kill had left
-    _assert_same_state(harness.state_of(straight), harness.state_of(resumed), "resumed vs uninterrupted")
-    assert 0 < _baseline_updates(harness.state_of(resumed)) < 2 * harness.STEPS_PER_EPOCH
+    single = _load(tmp_path / "single.npz")
+    _assert_same_state(w0, single, "two workers vs one process")
+    print(f"two workers vs one process, largest difference "
+          f"{max(float(np.abs(w0[k] - single[k]).max()) for k in w0):.2e}")
+    assert int(w0["o000"]) == 2 * harness.STEPS_PER_EPOCH
 
 
 @pytest.mark.slow
-def test_a_multi_worker_job_with_a_killed_worker_restarts_from_the_chief_checkpoint(jobs, tmp_path):
-    """Worker 1 dies (os._exit, as kill -9) after global step 5; the chief, stuck in the next collective or
-    failing on it, is killed too, as a cluster manager restarting the job would. The restarted job restores the
-    chief's step-4 checkpoint on both workers and ends with the weights of an uninterrupted single process."""
-    spec = {"attention": "hard", "workdir": str(tmp_path / "job"), "checkpoint_every": 2}
-    jobs.start("single", {**spec, "strategy": "default", "workdir": str(tmp_path / "single"),
-                          "out": str(tmp_path / "single.npz")})
-    first = _start_workers(jobs, tmp_path, "first", spec, crash={1: {"crash_at_step": 5}})
-    assert jobs.wait(first[1])[first[1]] == 17, jobs.tail(first[1])
-    try:
-        jobs.procs[first[0]].wait(timeout=20)  # the chief may notice the lost peer and fail by itself
-    except subprocess.TimeoutExpired:
-        jobs.procs[first[0]].kill()
-        jobs.procs[first[0]].wait(timeout=30)
-    assert tf.train.latest_checkpoint(str(tmp_path / "job" / "checkpoints")).endswith("ckpt-4")
-
-    second = _start_workers(jobs, tmp_path, "second", spec)
-    jobs.expect_success(*second, "single")
-    assert "epoch 1 done, 1 step(s) of the next" in jobs.tail(second[0], lines=200)  # the chief's log
-    w0, w1 = _load(tmp_path / "second_worker0.npz"), _load(tmp_path / "second_worker1.npz")
-    _assert_same_state(w0, w1, "worker 0 vs worker 1", exact=True)
-    _assert_same_state(w0, _load(tmp_path / "single.npz"), "restarted job vs one process")
-    history = json.loads((tmp_path / "job" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2] and history[1]["steps"] == 2
-
-
-@pytest.mark.slow
-def test_the_cli_path_resumes_a_single_process_work_dir_under_mirrored(tmp_path, monkeypatch):
-    """`train_with_strategy` (what `python -m sat_tf.train --strategy mirrored` runs) takes over a work dir
-    whose first epoch the single-process trainer ran: same checkpoint objects, history format, best model. The
-    work dir trains on mirrored views, which the distributed input pipeline must read too."""
+def test_the_cli_trainer_resumes_a_single_process_work_dir_under_mirrored(tmp_path, monkeypatch):
+    """`train(strategy="mirrored")` (what `python -m sat_tf.train --strategy mirrored` runs) takes over a work dir
+    whose first epoch ran under the default strategy: same checkpoint objects, history, best model. The work dir
+    trains on mirrored views, which the distributed input pipeline must read too."""
     import dataclasses
 
     from sat_tf import config as cfg
-    from sat_tf.pipelines import dataset
     from sat_tf.training import trainer
 
     model, train, data = cfg.scenes_default()
@@ -376,19 +312,33 @@ def test_the_cli_path_resumes_a_single_process_work_dir_under_mirrored(tmp_path,
     data = dataclasses.replace(data, max_images=24, features_dir=str(tmp_path / "features"), eval_images=8,
                                mirrored_views=True, mirror_probability=0.5)
     asked = []
-    original = dataset.training_dataset
-    monkeypatch.setattr(dataset, "training_dataset",
+    original = trainer.training_dataset
+    monkeypatch.setattr(trainer, "training_dataset",
                         lambda *a, **kw: asked.append(kw.get("mirror_probability")) or original(*a, **kw))
     workdir = str(tmp_path / "work")
     first = trainer.train(workdir, model, dataclasses.replace(train, epochs=1), data, verbose=0, weights=None,
                           final_evaluation=False, tensorboard=False)
     assert first.epochs_done == 1
     lines = []
-    result = distributed.train_with_strategy(workdir, model, train, data, strategy="mirrored", weights=None,
-                                             log=lines.append, final_evaluation=False)
+    result = trainer.train(workdir, model, train, data, strategy="mirrored", weights=None, log=lines.append,
+                           final_evaluation=False, verbose=0)
     assert result.epochs_done == 1 and any("resuming from" in line for line in lines), lines
-    assert asked and set(asked) == {0.5}  # every replica's pipeline draws mirrored views
-    assert [h["epoch"] for h in result.history] == [1, 2]
-    assert "dev_BLEU-4" in result.history[1] and np.isfinite(result.history[1]["loss"])
+    assert asked and set(asked) == {0.5}
+    assert [h["epoch"] for h in result.history] == [2]
+    assert "dev_BLEU-4" in result.history[0] and np.isfinite(result.history[0]["loss"])
     assert tf.train.latest_checkpoint(os.path.join(workdir, "best")) is not None
     assert [h["epoch"] for h in json.loads(open(os.path.join(workdir, "history.json")).read())] == [1, 2]
+
+
+def test_steps_per_epoch_exact_on_one_machine_and_a_reachable_bound_over_workers():
+    from sat_tf.training import trainer
+
+    manifest = {"splits": {"train": {"length_histogram": {"3": 70, "5": 33}}}}  # 103 captions, two lengths
+    one = types.SimpleNamespace(num_replicas_in_sync=1)
+    two = types.SimpleNamespace(num_replicas_in_sync=2)
+    assert trainer._steps_per_epoch(manifest, "train", 16, one) == 5 + 3  # ceil(70/16) + ceil(33/16)
+    assert trainer._steps_per_epoch(manifest, "train", 16, two) == 7  # ceil((9 + 5) / 2) per-replica batches of 8
+    resolver = types.SimpleNamespace(task_type="worker", task_id=0,
+                                     cluster_spec=lambda: tf.train.ClusterSpec({"worker": ["a:1", "b:1"]}))
+    workers = types.SimpleNamespace(num_replicas_in_sync=2, cluster_resolver=resolver)
+    assert trainer._steps_per_epoch(manifest, "train", 16, workers) == 103 // 16

@@ -1,6 +1,6 @@
 """How noisy is hard attention's REINFORCE gradient? A direct measurement on real minibatches.
 
-`python -m sat_tf.training.reinforce_variance --workdir DIR [--batches 4] [--draws 16]` loads a hard-attention
+`python -m tools.reinforce_variance --workdir DIR [--batches 4] [--draws 16]` loads a hard-attention
 work dir's model and, for a few training minibatches, redraws the attention locations `draws` times (dropout on,
 as in training) and computes the gradient of the training loss each time, three ways:
 
@@ -134,7 +134,7 @@ def measure(model, batches, draws: int = 16, seed: int = 0) -> VarianceReport:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sat_tf.training.reinforce_variance", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.reinforce_variance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True)
     p.add_argument("--which", default="best", help="checkpoint: best, latest, or a checkpoint path prefix")

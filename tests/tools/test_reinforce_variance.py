@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sat_tf.models.captioner import Captioner
-from sat_tf.training.reinforce_variance import measure
+from tools.reinforce_variance import measure
 
 V, L, D = 40, 6, 8
 

@@ -1,0 +1,1 @@
+"""Diagnostics run from a source checkout (`python -m tools.NAME`); not installed with the package."""
