@@ -251,9 +251,14 @@ def _bar_end(step_log_probs, t, min_length: int, end_id: int, vocab):
 
 
 def greedy_search(step_fn: Callable, initial_state, batch_size, max_length: int, start_id: int, end_id: int,
-                  pad_id: int = 0, min_length: int = 0):
+                  pad_id: int = 0, sample_seed=None, min_length: int = 0):
     """Greedy decoding: the arg-max token at every step. Same contract as `beam_search` with K = 1, returning
-    (B, S) tokens, (B,) lengths and log_probs, and (B, S, *R) records. `min_length` as in `beam_search`.
+    (B, S) tokens, (B,) lengths and log_probs, and (B, S, *R) records.
+
+    With `sample_seed` (int32 (2,) stateless seed) every token is instead drawn from the step's distribution
+    (ancestral sampling: the caption is an exact draw from the model, e.g. for diverse captions or sequence-level
+    training); step t uses fold_in(sample_seed, t), so a seed gives the same captions in any run. `min_length` as
+    in `beam_search`.
     """
     tokens = tf.fill([batch_size], tf.constant(start_id, tf.int32))
     step_log_probs, state, records = step_fn(tokens, initial_state, tf.constant(0))
@@ -262,7 +267,12 @@ def greedy_search(step_fn: Callable, initial_state, batch_size, max_length: int,
         step_log_probs = tf.cast(step_log_probs, tf.float32)  # (B, V)
         if min_length:
             step_log_probs = _bar_end(step_log_probs, t, min_length, end_id, tf.shape(step_log_probs)[-1])
-        token = tf.argmax(step_log_probs, axis=-1, output_type=tf.int32)  # (B,)
+        if sample_seed is None:
+            token = tf.argmax(step_log_probs, axis=-1, output_type=tf.int32)  # (B,)
+        else:
+            token = tf.random.stateless_categorical(
+                step_log_probs, 1, seed=tf.random.experimental.stateless_fold_in(sample_seed, t),
+                dtype=tf.int32)[:, 0]  # (B,)
         live = tf.logical_not(finished)
         chosen = tf.gather(step_log_probs, token, batch_dims=1)  # (B,)
         log_probs += tf.where(live, chosen, 0.0)

@@ -480,6 +480,29 @@ class Captioner(SymbolicBuildFree, keras.Model):
         banned = [cfg.pad_id, cfg.start_id] + ([cfg.unk_id] if suppress_unk else [])
         return tf.constant([NEG_INF if i in banned else 0.0 for i in range(cfg.vocab_size)], tf.float32)
 
+    def sample(self, annotations, num_samples: int, max_length: int = 20, seed=None, suppress_unk: bool = True):
+        """`num_samples` captions per image drawn from the model (ancestral sampling, no dropout). Hard attention
+        draws its locations too when `hard_inference` is "sample" (then they are part of the sampled action and
+        returned as `location`); otherwise its context is the inference one.
+
+        Args:
+            annotations: (B, L, D).
+            num_samples: K.
+            seed: int32 (2,) stateless seed (drawn from the model if None).
+        Returns:
+            dict with `tokens` (B*K, S) (the K samples of image b in rows b*K .. b*K + K-1, the end token
+            included, then padding), `lengths` (B*K,), `log_probs` (B*K,), `alpha` (B*K, S, L) and for hard
+            attention `location` (B*K, S).
+        """
+        cfg = self.model_config
+        if seed is None:
+            seed = tf.cast(self.seed_generator.next(), tf.int32)
+        word_seed, location_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        state, step_fn = self.decode_step_fn(annotations, num_samples, location_seed, suppress_unk=suppress_unk)
+        rows = tf.shape(annotations)[0] * num_samples
+        return greedy_search(step_fn, state, rows, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
+                             sample_seed=word_seed)
+
     def generate(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
                  return_all_beams: bool = False, suppress_unk: bool = True, min_length: int = 0):
         """Captions for a batch of images, compiled once per (beam_size, max_length, length_penalty, suppress_unk,
