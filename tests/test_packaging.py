@@ -3,24 +3,41 @@ pipelines and export sub-packages included), never a generic top-level `pipeline
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+def copy_of_the_checkout(dest: pathlib.Path) -> pathlib.Path:
+    """setup.py, README.md and every top-level Python package (sat_tf, tests, tools, ...): what find_packages could
+    pick up. pip builds in the source folder (build/, *.egg-info); the copy keeps that out of the checkout, and a
+    stale build/ there out of the install."""
+    dest.mkdir()
+    for name in ("setup.py", "README.md"):
+        shutil.copy(ROOT / name, dest / name)
+    for folder in ROOT.iterdir():
+        if (folder / "__init__.py").is_file():
+            shutil.copytree(folder, dest / folder.name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 def test_non_editable_install_holds_every_sat_tf_module_and_nothing_else(tmp_path):
+    source = copy_of_the_checkout(tmp_path / "src")
+    assert {"sat_tf", "tests"} <= {p.name for p in source.iterdir()}
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(ROOT)], check=True, cwd=tmp_path,
+                    "--no-index", "--target", str(target), str(source)], check=True, cwd=tmp_path,
                    env={**os.environ, "PIP_NO_WARN_SCRIPT_LOCATION": "1"})
     installed = {p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info"))}
     assert installed == {"sat_tf"}, installed
-    package = ROOT / "sat_tf"
-    sources = {p.relative_to(package) for p in package.rglob("*") if p.suffix in (".py", ".typed")}
-    copied = {p.relative_to(target / "sat_tf") for p in (target / "sat_tf").rglob("*") if p.suffix in (".py", ".typed")}
-    assert sources == copied, sorted(sources ^ copied)
-    assert pathlib.Path("pipelines", "extract.py") in copied and pathlib.Path("export", "saved_model.py") in copied
+    def modules(package: pathlib.Path) -> set[pathlib.Path]:
+        return {p.relative_to(package) for p in package.rglob("*") if p.suffix in (".py", ".typed")}
+
+    in_install = modules(target / "sat_tf")
+    assert modules(ROOT / "sat_tf") == in_install, sorted(modules(ROOT / "sat_tf") ^ in_install)
+    assert {pathlib.Path("pipelines", "extract.py"), pathlib.Path("export", "saved_model.py")} <= in_install
     # Imported from the installed copy (not the checkout), the sub-packages resolve inside the install target.
     code = ("import sat_tf, sat_tf.pipelines, sat_tf.export, sat_tf.layers; "
             "print(sat_tf.pipelines.__file__); print(sat_tf.export.__file__)")
