@@ -1,5 +1,4 @@
-"""Installs sat_tf. `pipelines/` and `export/` are installed under the sat_tf namespace (sat_tf.pipelines,
-sat_tf.export) so they never shadow generic top-level modules of those names in a user's site-packages."""
+"""Installs sat_tf: the one top-level package, with every sub-package (sat_tf.pipelines, sat_tf.export, ...)."""
 
 import os
 
@@ -32,14 +31,6 @@ EXTRAS = {
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
 
-def _packages():
-    packages = find_packages(HERE, include=["sat_tf", "sat_tf.*"])
-    for top in ("pipelines", "export"):
-        packages.append(f"sat_tf.{top}")
-        packages += [f"sat_tf.{top}.{sub}" for sub in find_packages(os.path.join(HERE, top))]
-    return packages
-
-
 setup(
     name="sat_tf",
     version="0.1.0",
@@ -48,8 +39,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=_packages(),
-    package_dir={"sat_tf.pipelines": "pipelines", "sat_tf.export": "export"},
+    packages=find_packages(HERE, include=["sat_tf", "sat_tf.*"]),
     package_data={"sat_tf": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
