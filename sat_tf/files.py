@@ -7,12 +7,18 @@ import os
 import tempfile
 from typing import Any
 
+# The process's umask, read once at import (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def write_atomic(path: str | os.PathLike, write, *, binary: bool = False, fsync: bool = True) -> str:
     """Calls `write(f)` on a unique temporary file beside `path` (named `.<name>.*.tmp`), fsyncs, then os.replace.
 
     A process killed mid-write leaves the previous file intact and at most a `*.tmp` file (never a truncated file
-    under the real name). Creates the parent folder. Returns the path.
+    under the real name). Creates the parent folder. The file gets the permissions `open()` would give it (0o666
+    less the umask), not the temporary file's private 0o600, so a report or config can be read by a web server or
+    another worker's user. Returns the path.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -24,6 +30,7 @@ def write_atomic(path: str | os.PathLike, write, *, binary: bool = False, fsync:
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
