@@ -30,7 +30,6 @@ import argparse
 import io
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from typing import Callable, Sequence
@@ -49,6 +48,7 @@ from sat_tf.export.tflite import VARIANTS, export_tflite  # noqa: E402
 from sat_tf.export.tflite_runtime import StepDecoder, TFLiteCaptioner  # noqa: E402
 from sat_tf.image_decoding import decode_images  # noqa: E402
 from sat_tf.text.vocabulary import END_ID, SPECIAL_TOKENS, Vocabulary  # noqa: E402
+from sat_tf.timing import median_seconds  # noqa: E402
 from sat_tf.workdir import build_captioner  # noqa: E402
 
 
@@ -77,17 +77,6 @@ def sample_jpegs(count: int, seed: int = 0, size: tuple[int, int] = (500, 375)) 
         Image.fromarray(noisy).save(buffer, "JPEG", quality=90)
         out.append(buffer.getvalue())
     return out
-
-
-def median_seconds(call: Callable[[], object], runs: int) -> float:
-    """Median wall time of `call()` over `runs` calls, after one untimed warm-up call."""
-    call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def directory_bytes(path: str) -> int:

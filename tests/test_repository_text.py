@@ -14,8 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_MAX_LINES = 300
 # Built from pieces so that this file does not match its own patterns.
 HISTORY = re.compile("|".join(["sess" + r"ions? [0-9]", "iss" + r"ue[- ][0-9]", "time " + "budget"]), re.I)
-# An absolute path of a development machine: the work or tmp folder at the root, a home directory. Not a URL or a
-# relative path ("https://host/tmp/x" and "runs/tmp/x": there a word character, a dot or a slash comes first).
+# An absolute path of one particular machine: a work or temporary folder at the file system's root, or a home
+# directory. URLs and relative paths pass: there the folder name follows a word character, a dot or a slash.
 MACHINE_PATH = re.compile(r"(?<![\w.:/~-])/(?:" + "|".join(["wo" + "rk", "t" + "mp", "ro" + "ot", r"home/[a-z][\w.-]*",
                                                                 r"Users/[A-Za-z][\w.-]*"]) + r")/")
 SHARED = ".." + "/shared"

@@ -38,7 +38,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -46,6 +45,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from sat_tf.export.source import ExportSource, export_config, write_config, write_vocabulary
 from sat_tf.models.captioner import Captioner
+from sat_tf.timing import median_seconds
 
 VARIANTS = ("float32", "float16", "int8")
 MODELS = {"captioner": ("caption",), "decoder_steps": ("encode", "step")}
@@ -290,13 +290,7 @@ def measure_tflite_latency(path: str, image_size: int, max_tokens: int, batch: i
     else:
         model = StepDecoder(model_content=content, num_threads=num_threads)
         call = lambda: model.greedy(images, max_tokens)  # noqa: E731
-    call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0)
+    return median_seconds(call, runs) * 1000.0
 
 
 def _signature_keys(content: bytes) -> list[str]:
