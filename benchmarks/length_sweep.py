@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from sat_tf.decoding.beam_search import ranking_scores
+
 COLUMNS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
@@ -65,8 +67,7 @@ def rerank(images: list[dict], length_penalty: float) -> dict[str, str]:
     equals, as beam_search's stable sort)."""
     chosen = {}
     for image in images:
-        scores = image["log_probs"] / np.power(np.maximum(image["lengths"], 1).astype(np.float32), length_penalty) \
-            if length_penalty else image["log_probs"]
+        scores = ranking_scores(image["log_probs"], image["lengths"], length_penalty).numpy()  # (K,)
         chosen[image["image_id"]] = image["captions"][int(np.argmax(scores))]
     return chosen
 

@@ -216,9 +216,7 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
 
     _, beams, histories = _while(lambda t, *_: t < max_length, pad_step, (steps_done, beams, histories))
 
-    scores = log_probs
-    if length_penalty:
-        scores = log_probs / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
+    scores = ranking_scores(log_probs, lengths, length_penalty)  # (B, K)
     order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)  # (B, K)
 
     # Backtracking, from the last step S-1 down to 0: beam[t] is the ancestor, among the K beams after step t, of
@@ -242,6 +240,16 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         mask = tf.reshape(live, tf.concat([tf.shape(live), tf.ones(tf.rank(value) - 3, tf.int32)], 0))
         out[name] = _beam_major(tf.where(mask, value, tf.zeros_like(value)), k, max_length, records[name].shape[1:])
     return out
+
+
+def ranking_scores(log_probs, lengths, length_penalty: float):
+    """(..., K) scores that rank finished hypotheses: log p / length**alpha with alpha = `length_penalty` (0: plain
+    log-probability, 1: mean log-probability per token). Takes tensors or numpy arrays, returns a float32 tensor;
+    the one formula of beam search, the numpy app loop of the TFLite export and the length sweep."""
+    log_probs = tf.cast(log_probs, tf.float32)
+    if not length_penalty:
+        return log_probs
+    return log_probs / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
 
 
 def _bar_end(step_log_probs, t, min_length: int, end_id: int, vocab):

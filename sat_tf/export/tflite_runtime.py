@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from sat_tf.decoding.beam_search import NEG_INF
+from sat_tf.decoding.beam_search import NEG_INF, ranking_scores
 from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID
 
 
@@ -173,9 +173,7 @@ class StepDecoder:
             tokens = np.where(live, token, END_ID).reshape(-1).astype(np.int32)
             if finished.all():
                 break
-        scores = log_probs
-        if length_penalty:
-            scores = log_probs / np.power(np.maximum(lengths, 1).astype(np.float32), length_penalty)
+        scores = ranking_scores(log_probs, lengths, length_penalty).numpy()
         order = np.argsort(-scores, axis=-1, kind="stable")
         return {"tokens": sequences[rows, order], "lengths": np.take_along_axis(lengths, order, -1),
                 "log_probs": np.take_along_axis(log_probs, order, -1), "scores": np.take_along_axis(scores, order, -1),
