@@ -1,10 +1,10 @@
 """Tuning length-aware decoding on the dev split: every (length_penalty, min_length) setting scored the paper's way.
 
-    python -m benchmarks.length_sweep --workdir runs/f8k_default --split val --beam-size 3 \\
+    python -m benchmarks.length_sweep --workdir runs/f8k_default --split val --beam-size 3 10 \\
         --length-penalty 0 0.3 0.6 1.0 --min-length 0 8 --out runs/length_sweep.json
 
 Beam search with no length normalisation favours short captions, and BLEU's brevity penalty and METEOR's recall
-weighting both punish them. This decodes the split with the work dir's best model once per minimum length,
+weighting both punish them. This decodes the split with the work dir's best model once per beam size and minimum length,
 keeping all K final beams, and picks each image's caption for every length penalty from those beams: the penalty
 only ranks the final beams (`beam_search`: pruning uses the plain sums), so this is exactly what
 `python -m sat_tf.evaluate --length-penalty A --min-length M` decodes, at a fraction of the cost. It prints one row
@@ -18,6 +18,7 @@ Shapes: B images per batch, K beams, S max length.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 import numpy as np
@@ -27,16 +28,16 @@ from sat_tf.decoding.beam_search import ranking_scores
 COLUMNS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
-def format_row(length_penalty: float, min_length: int, summary: dict) -> str:
+def format_row(beam_size: int, length_penalty: float, min_length: int, summary: dict) -> str:
     """One markdown table row of a setting's metrics summary (`Evaluation.summary()`)."""
     scores = summary["scores"]["scores"]
     cells = [f"{scores[k]:.2f}" if k in scores else "n/a" for k in COLUMNS]
-    return (f"| {length_penalty:g} | {min_length} | " + " | ".join(cells)
+    return (f"| {beam_size} | {length_penalty:g} | {min_length} | " + " | ".join(cells)
             + f" | {summary['scores']['length_ratio']:.3f} | {summary['mean_words']['generated']:.2f} |")
 
 
 def header() -> str:
-    names = ["length_penalty", "min_length", *COLUMNS, "length ratio", "mean words"]
+    names = ["beam_size", "length_penalty", "min_length", *COLUMNS, "length ratio", "mean words"]
     return "| " + " | ".join(names) + " |\n|" + "---|" * len(names)
 
 
@@ -54,6 +55,8 @@ def decode_all_beams(experiment, split: str, beam_size: int, min_length: int, li
                                             suppress_unk=train.suppress_unk, min_length=min_length,
                                             return_all_beams=True)
         tokens, log_probs, lengths = (out[k].numpy() for k in ("tokens", "log_probs", "lengths"))  # (B, K, S), (B, K)
+        if beam_size == 1:  # greedy search: (B, S), (B,)
+            tokens, log_probs, lengths = tokens[:, None], log_probs[:, None], lengths[:, None]
         for i, image_id in enumerate(batch["image_id"].numpy()):
             images.append({"image_id": image_id.decode(),
                            "references": [c.decode() for c in batch["captions"][i].numpy() if c],
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--which", default="best")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--beam-size", type=int, nargs="+", default=[3])
     parser.add_argument("--length-penalty", type=float, nargs="+", default=[0.0, 0.3, 0.6, 1.0])
     parser.add_argument("--min-length", type=int, nargs="+", default=[0])
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
@@ -89,23 +92,23 @@ def main(argv=None) -> int:
     from sat_tf.workdir import load_captioner
 
     experiment = load_captioner(args.workdir, args.which)
-    print(f"{experiment.checkpoint_path}: {args.split} split, beam {args.beam_size} (coco-caption, 0-100)")
+    print(f"{experiment.checkpoint_path}: {args.split} split (coco-caption, 0-100)")
     print(header(), flush=True)
     results = []
-    for min_length in args.min_length:
-        images = decode_all_beams(experiment, args.split, args.beam_size, min_length, args.limit)
+    for beam_size, min_length in itertools.product(args.beam_size, args.min_length):
+        images = decode_all_beams(experiment, args.split, beam_size, min_length, args.limit)
         references = {image["image_id"]: image["references"] for image in images}
         reference_words = np.mean([len(r.split()) for refs in references.values() for r in refs])
         for length_penalty in args.length_penalty:
             candidates = rerank(images, length_penalty)
             summary = {"split": args.split, "images": len(images),
-                       "decoding": {"beam_size": args.beam_size, "length_penalty": length_penalty,
+                       "decoding": {"beam_size": beam_size, "length_penalty": length_penalty,
                                     "min_length": min_length, "max_length": experiment.train_config.max_length},
                        "scores": score_captions(references, candidates).as_dict(),
                        "mean_words": {"generated": float(np.mean([len(c.split()) for c in candidates.values()])),
                                       "references": float(reference_words)}}
             results.append(summary)
-            print(format_row(length_penalty, min_length, summary), flush=True)
+            print(format_row(beam_size, length_penalty, min_length, summary), flush=True)
             if args.out:
                 write_json_atomic(args.out, results, indent=1)
     scores = results[-1]["scores"] if results else {}

@@ -39,11 +39,13 @@ def test_rerank_prefers_longer_beams_as_the_penalty_grows():
 
 def test_sweep_prints_a_row_per_setting(experiment, tmp_path, capsys):
     out = tmp_path / "sweep.json"
-    assert length_sweep.main(["--workdir", experiment.workdir, "--beam-size", "2", "--length-penalty", "0", "1",
+    assert length_sweep.main(["--workdir", experiment.workdir, "--beam-size", "1", "2", "--length-penalty", "0", "1",
                               "--min-length", "0", "2", "--out", str(out)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "BLEU" not in line]
-    assert [tuple(r.split("|")[1:3]) for r in rows] == [(" 0 ", " 0 "), (" 1 ", " 0 "), (" 0 ", " 2 "), (" 1 ", " 2 ")]
+    settings = [tuple(cell.strip() for cell in r.split("|")[1:4]) for r in rows]
+    assert settings == [(k, a, m) for k in "12" for m in "02" for a in "01"]
     summaries = json.load(open(out))
-    assert [s["decoding"]["min_length"] for s in summaries] == [0, 0, 2, 2]
+    assert [s["decoding"]["beam_size"] for s in summaries] == [1] * 4 + [2] * 4
+    assert [s["decoding"]["min_length"] for s in summaries] == [0, 0, 2, 2] * 2
     assert all(s["mean_words"]["generated"] >= s["decoding"]["min_length"] for s in summaries)
     assert all(np.isfinite(s["scores"]["length_ratio"]) for s in summaries)

@@ -1,6 +1,6 @@
 """`python -m sat_tf.export`: export a trained work dir for TF Serving, TFLite and Keras.
 
-    python -m sat_tf.export --workdir runs/flickr8k --out exports [--name sat_tf] [--version 1] [--beam-size 3]
+    python -m sat_tf.export --workdir runs/flickr8k --out exports [--name sat_tf] [--version 1] [--beam-size K]
         [--formats saved_model,tflite,keras] [--which best|latest] [--tflite-variants float32,float16,int8]
         [--ensemble DIR... [--combine probability|log_probability]] [--mirror]
 
@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="export root directory")
     parser.add_argument("--name", default="sat_tf", help="model name (TF Serving MODEL_NAME)")
     parser.add_argument("--version", type=int, default=1, help="SavedModel version subdirectory")
-    parser.add_argument("--beam-size", type=int, default=3, help="beam width of the SavedModel (fixed at export)")
+    parser.add_argument("--beam-size", type=int, default=None,
+                        help="beam width of the SavedModel, fixed at export (default: the work dir's train.beam_size)")
     parser.add_argument("--length-penalty", type=float, default=None,
                         help="rank beams by log p / length**alpha (default: the work dir's train.length_penalty)")
     parser.add_argument("--formats", default="", help=f"comma-separated subset of {FORMATS} (default: all; "
@@ -75,8 +76,10 @@ def main(argv=None) -> int:
     if "saved_model" in args.formats:
         from sat_tf.export.saved_model import export_saved_model
 
-        path = export_saved_model(source, args.out, name=args.name, version=args.version, beam_size=args.beam_size,
-                                  length_penalty=(source.train_config.length_penalty if args.length_penalty is None
+        recipe = source.train_config  # the work dir's decoding, unless the flags say otherwise
+        path = export_saved_model(source, args.out, name=args.name, version=args.version,
+                                  beam_size=args.beam_size or recipe.beam_size,
+                                  length_penalty=(recipe.length_penalty if args.length_penalty is None
                                                   else args.length_penalty),
                                   overwrite=args.overwrite)
         print(f"SavedModel: {path}  (TF Serving model base path {os.path.dirname(os.path.abspath(path))})")

@@ -240,7 +240,8 @@ def fit_epochs(model, epoch_data: Callable[..., tf.data.Dataset], strategy: tf.d
         else:
             dataset = epoch_data(epoch)
         one_epoch = _OneEpoch()
-        model.fit(dataset, epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps,
+        # shuffle=False: the epoch's dataset is shuffled already (fit's default True only warns on a tf.data input)
+        model.fit(dataset, epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps, shuffle=False,
                   callbacks=list(callbacks) + [one_epoch], verbose=verbose)
         if one_epoch.stop_requested:
             return

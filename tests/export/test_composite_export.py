@@ -102,12 +102,13 @@ def test_one_captioner_formats_refuse_composites_and_the_cli_exports_the_saved_m
     with pytest.raises(SystemExit):
         export_main(["--workdir", workdir, "--out", str(tmp_path / "x"), "--mirror", "--formats", "tflite"])
     assert "export a SavedModel only" in capsys.readouterr().err
-    # a work dir whose recipe ranks beams with a length penalty: the export takes it unless told otherwise
+    # a work dir whose recipe sets the beam and its length penalty: the export takes them unless told otherwise
     ranked = str(tmp_path / "ranked")
     shutil.copytree(workdir, ranked)
     with open(os.path.join(ranked, "config.json")) as f:
         recorded = json.load(f)
     recorded["train"]["length_penalty"] = 0.7
+    recorded["train"]["beam_size"] = 4
     with open(os.path.join(ranked, "config.json"), "w") as f:
         json.dump(recorded, f)
     out = str(tmp_path / "cli")
@@ -116,6 +117,7 @@ def test_one_captioner_formats_refuse_composites_and_the_cli_exports_the_saved_m
     assert sorted(os.listdir(out)) == ["sat_tf"]  # no TFLite or Keras folder
     config = json.load(open(os.path.join(out, "sat_tf", "1", "assets", "config.json")))
     assert config["export"]["ensemble"]["combine"] == "log_probability"
-    # without --length-penalty the SavedModel ranks beams as the work dir's recipe does
+    # without --beam-size / --length-penalty the SavedModel decodes as the work dir's recipe does
     assert config["export"]["length_penalty"] == config["train"]["length_penalty"] == 0.7
+    assert config["export"]["beam_size"] == config["train"]["beam_size"] == 4
     assert set(OUTPUTS) <= set(config["export"]["signatures"]["serving_default"]["outputs"])
