@@ -40,7 +40,7 @@ import tensorflow as tf
 from sat_tf import workdir as wd
 from sat_tf.evaluation import Evaluation, evaluate
 from sat_tf.files import write_json_atomic
-from sat_tf.training.strategy import is_chief, replica_sum
+from sat_tf.training.strategy import is_chief, num_workers, replica_sum
 from sat_tf.training.weight_average import averaged_weights
 
 EPOCH_METRICS = ("bleu", "rouge", "cider")  # METEOR (a java process, slowest) only in the final evaluation
@@ -240,15 +240,6 @@ def training_callbacks(experiment: wd.Experiment, model, *, strategy: tf.distrib
     if tensorboard and main.is_chief:
         out.append(keras.callbacks.TensorBoard(experiment.path(wd.LOGS), update_freq=50, write_graph=False))
     return out
-
-
-def num_workers(strategy: tf.distribute.Strategy) -> int:
-    """Processes of the job (1 outside a multi-worker cluster)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return 1
-    cluster = resolver.cluster_spec().as_dict()
-    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
 
 
 def _append_history(path: str, record: dict) -> None:

@@ -103,6 +103,15 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0 and "chief" not in cluster
 
 
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Processes of the job (1 outside a multi-worker cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+
+
 def replica_sum(strategy: tf.distribute.Strategy) -> Callable[[float], float]:
     """A function giving the sum over all replicas of a number each process passes (a barrier between workers:
     it returns once every worker has called it). Build it once per strategy: each build traces a tf.function."""

@@ -40,8 +40,8 @@ from sat_tf.evaluation import Evaluation, evaluate
 from sat_tf.pipelines.dataset import check_features, load_manifest, steps_per_epoch, training_dataset
 from sat_tf.pipelines.prepare import prepare_features, scenes_dir
 from sat_tf.text.vocabulary import Vocabulary
-from sat_tf.training.callbacks import num_workers, training_callbacks
-from sat_tf.training.strategy import is_chief, make_strategy, replica_sum
+from sat_tf.training.callbacks import training_callbacks
+from sat_tf.training.strategy import is_chief, make_strategy, num_workers, replica_sum
 from sat_tf.training.weight_average import optimizer_options
 
 

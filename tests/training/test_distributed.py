@@ -140,7 +140,7 @@ def test_tf_config_is_checked_before_a_multi_worker_strategy_is_built(monkeypatc
     assert strategies.make_strategy("default") is tf.distribute.get_strategy()
 
 
-def test_the_chief_is_the_chief_task_else_worker_zero():
+def test_the_chief_is_the_chief_task_else_worker_zero_and_every_task_is_a_worker():
     def strategy(task_type, task_id, cluster):
         resolver = types.SimpleNamespace(task_type=task_type, task_id=task_id,
                                          cluster_spec=lambda: tf.train.ClusterSpec(cluster))
@@ -153,6 +153,10 @@ def test_the_chief_is_the_chief_task_else_worker_zero():
     assert strategies.is_chief(strategy("chief", 0, with_chief))
     assert not strategies.is_chief(strategy("worker", 0, with_chief))
     assert strategies.is_chief(tf.distribute.get_strategy())  # one process
+    # every process of the job counts, the chief task included; one process outside a cluster
+    assert strategies.num_workers(strategy("worker", 1, workers)) == 2
+    assert strategies.num_workers(strategy("chief", 0, with_chief)) == 3
+    assert strategies.num_workers(tf.distribute.get_strategy()) == 1
 
 
 def test_the_global_batch_must_split_evenly_over_the_replicas(tmp_path):
