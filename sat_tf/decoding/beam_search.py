@@ -6,7 +6,11 @@ SavedModel. Per-step records (attention maps, hard-attention locations) are kept
 traces each final hypothesis back through its parents), so each final hypothesis carries the attention maps that
 produced it.
 
-Shapes: B batch, K beams, N = B*K rows, V vocabulary, S max length, R a record's own trailing shape.
+With `no_repeat_ngram_size` n > 0 a hypothesis never emits a token that would complete an n-gram already in its
+own prefix (`ngram_ban`): each live row keeps the words it generated (B, K, S), reordered with its parents.
+
+Shapes: B batch, K beams, N = B*K rows, V vocabulary, S max length, R a record's own trailing shape, W = S - n + 1
+n-gram windows of a prefix.
 
 The step function has the signature
     step_fn(tokens (N,) int32, state (nested (N, ...)), t int32 scalar) -> (log_probs (N, V), state, records)
@@ -62,7 +66,8 @@ def _beam_major(x, beam_size, max_length, trailing_shape=()):
 
 
 def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, max_length: int, start_id: int,
-                end_id: int, pad_id: int = 0, length_penalty: float = 0.0, images=None, min_length: int = 0):
+                end_id: int, pad_id: int = 0, length_penalty: float = 0.0, images=None, min_length: int = 0,
+                no_repeat_ngram_size: int = 0):
     """Batched beam search.
 
     Args:
@@ -78,6 +83,11 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         min_length: the end token is barred before step `min_length`, so every hypothesis has at least that many
             words (0: no minimum). Unlike the penalty it acts during the search, where short captions that end
             early would otherwise crowd longer ones out of the K beams.
+        no_repeat_ngram_size: n; a hypothesis never emits a token that would complete an n-gram that already occurs
+            in its own prefix (the words generated after <start>; <start> itself does not count), the
+            `no_repeat_ngram_size` of Hugging Face's `generate` and fairseq (0: off). The ban acts during the
+            search, on every live beam; `log_probs` stay the model's own (a banned token is removed, the others are
+            not renormalised).
         images: optional nested structure of per-image (B, ...) tensors that step_fn reads (annotations, say),
             passed as `step_fn(tokens, state, t, images)`. Given it, an image leaves the batch as soon as its K
             beams have all ended: later steps run on the remaining images' rows and images only (a batch runs as
@@ -99,6 +109,7 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    _check_ngram_size(no_repeat_ngram_size)
     k = beam_size
     compact = images is not None
     call = (lambda tokens, state, t, images: step_fn(tokens, state, t, images)) if compact else (
@@ -110,6 +121,9 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
     log_probs = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch_size, 1])  # (B, K)
     finished = tf.zeros([batch_size, k], tf.bool)
     lengths = tf.zeros([batch_size, k], tf.int32)
+    # (B, K, S) the words of every live beam so far, pads after them: the prefix n-gram blocking reads. Zero-width
+    # without blocking, so the search carries nothing it does not need.
+    prefixes = tf.fill([batch_size, k, max_length if no_repeat_ngram_size else 0], tf.constant(pad_id, tf.int32))
     active = tf.range(batch_size)  # (B_a,) the images still searching, as indices into the B images
 
     # One trace of step_fn to learn the record names and dtypes; it is also step 0.
@@ -133,9 +147,13 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         return tf.tensor_scatter_nd_update(tf.broadcast_to(tf.cast(default, value.dtype), shape),
                                            active[:, None], value)
 
-    def expand(t, step_log_probs, records, log_probs, finished, lengths, active, beams, histories):
+    def expand(t, step_log_probs, records, log_probs, finished, lengths, prefixes, active, beams, histories):
         b = tf.shape(active)[0]  # B_a
-        step_log_probs = tf.reshape(tf.cast(step_log_probs, tf.float32), [b, k, vocab])  # (B_a, K, V)
+        step_log_probs = tf.cast(step_log_probs, tf.float32)  # (B_a*K, V)
+        if no_repeat_ngram_size:
+            banned = ngram_ban(tf.reshape(prefixes, [b * k, max_length]), t, no_repeat_ngram_size, vocab)
+            step_log_probs = tf.where(banned, tf.constant(NEG_INF, tf.float32), step_log_probs)  # (B_a*K, V)
+        step_log_probs = tf.reshape(step_log_probs, [b, k, vocab])  # (B_a, K, V)
         if min_length:
             step_log_probs = _bar_end(step_log_probs, t, min_length, end_id, vocab)
         # A finished beam continues only with the end token, at no cost, so it competes with its final score.
@@ -149,6 +167,9 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         token = tf.where(live, token, pad_id)
         lengths = tf.gather(lengths, parent, batch_dims=1) + tf.cast(live, tf.int32)
         finished = tf.logical_or(was_finished, tf.equal(token, end_id))
+        if no_repeat_ngram_size:  # each beam inherits its parent's prefix and appends its token at column t
+            prefixes = tf.where(tf.equal(tf.range(max_length), t)[None, None, :], token[:, :, None],
+                                tf.gather(prefixes, parent, batch_dims=1))  # (B_a, K, S)
         own = tf.range(k)[None]  # (1, K): the parent of a beam after its image's search
         beams = {"token": beams["token"].write(t, full(token, active, pad_id)),
                  "live": beams["live"].write(t, full(live, active, False)),
@@ -162,9 +183,10 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
             return tf.reshape(value, tf.concat([[batch_size * k], tf.shape(value)[2:]], 0))
 
         histories = {name: histories[name].write(t, full_rows(value)) for name, value in records.items()}
-        return new_log_probs, finished, lengths, parent, beams, histories, tf.where(live, token, end_id)
+        return (new_log_probs, finished, lengths, prefixes, parent, beams, histories,
+                tf.where(live, token, end_id))
 
-    def advance(parent, tokens, state, images, active, log_probs, finished, lengths, final):
+    def advance(parent, tokens, state, images, active, log_probs, finished, lengths, prefixes, final):
         """After a step: the state follows each beam's parent; with `images`, the images whose K beams have all
         ended leave the batch, their results kept in `final` (full-size log_probs, finished, lengths)."""
         b = tf.shape(active)[0]
@@ -174,34 +196,36 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
                      for f, v in zip(final, (log_probs, finished, lengths))]
             keep = tf.where(tf.logical_not(tf.reduce_all(finished, axis=1)))[:, 0]  # (B_a',)
             rows, tokens = tf.gather(rows, keep), tf.gather(tf.reshape(tokens, [b, k]), keep)
-            log_probs, finished, lengths = (tf.gather(x, keep) for x in (log_probs, finished, lengths))
+            log_probs, finished, lengths, prefixes = (tf.gather(x, keep)
+                                                      for x in (log_probs, finished, lengths, prefixes))
             images = tf.cond(tf.size(keep) < b,  # copy the per-image tensors only when an image left
                              lambda: tf.nest.map_structure(lambda x: tf.gather(x, keep), images),
                              lambda: images)
             active = tf.gather(active, keep)
         state = tf.nest.map_structure(lambda s: tf.gather(s, tf.reshape(rows, [-1])), state)
-        return tf.reshape(tokens, [-1]), state, images, active, log_probs, finished, lengths, final
+        return tf.reshape(tokens, [-1]), state, images, active, log_probs, finished, lengths, prefixes, final
 
     final = [log_probs, finished, lengths]  # (B, K) each, for the images that left the batch
-    log_probs, finished, lengths, parent, beams, histories, tokens = expand(
-        tf.constant(0), step_log_probs, records, log_probs, finished, lengths, active, beams, histories)
-    tokens, state, images, active, log_probs, finished, lengths, final = advance(
-        parent, tokens, state, images, active, log_probs, finished, lengths, final)
+    log_probs, finished, lengths, prefixes, parent, beams, histories, tokens = expand(
+        tf.constant(0), step_log_probs, records, log_probs, finished, lengths, prefixes, active, beams, histories)
+    tokens, state, images, active, log_probs, finished, lengths, prefixes, final = advance(
+        parent, tokens, state, images, active, log_probs, finished, lengths, prefixes, final)
 
-    def cond(t, tokens, state, images, active, log_probs, finished, lengths, final, beams, histories):
+    def cond(t, tokens, state, images, active, log_probs, finished, lengths, prefixes, final, beams, histories):
         return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
 
-    def body(t, tokens, state, images, active, log_probs, finished, lengths, final, beams, histories):
+    def body(t, tokens, state, images, active, log_probs, finished, lengths, prefixes, final, beams, histories):
         step_log_probs, state, records = call(tokens, state, t, images)
-        log_probs, finished, lengths, parent, beams, histories, tokens = expand(
-            t, step_log_probs, records, log_probs, finished, lengths, active, beams, histories)
-        tokens, state, images, active, log_probs, finished, lengths, final = advance(
-            parent, tokens, state, images, active, log_probs, finished, lengths, final)
-        return t + 1, tokens, state, images, active, log_probs, finished, lengths, final, beams, histories
+        log_probs, finished, lengths, prefixes, parent, beams, histories, tokens = expand(
+            t, step_log_probs, records, log_probs, finished, lengths, prefixes, active, beams, histories)
+        tokens, state, images, active, log_probs, finished, lengths, prefixes, final = advance(
+            parent, tokens, state, images, active, log_probs, finished, lengths, prefixes, final)
+        return (t + 1, tokens, state, images, active, log_probs, finished, lengths, prefixes, final, beams,
+                histories)
 
-    steps_done, _, _, _, active, log_probs, finished, lengths, final, beams, histories = _while(
-        cond, body, (tf.constant(1), tokens, state, images, active, log_probs, finished, lengths, final, beams,
-                     histories))
+    steps_done, _, _, _, active, log_probs, finished, lengths, _, final, beams, histories = _while(
+        cond, body, (tf.constant(1), tokens, state, images, active, log_probs, finished, lengths, prefixes, final,
+                     beams, histories))
     if compact:  # every image has left the batch (or the search reached max_length: the rest are still in it)
         log_probs, finished, lengths = (tf.tensor_scatter_nd_update(f, active[:, None], v)
                                         for f, v in zip(final, (log_probs, finished, lengths)))
@@ -252,6 +276,41 @@ def ranking_scores(log_probs, lengths, length_penalty: float):
     return log_probs / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
 
 
+def ngram_ban(prefixes, t, n: int, vocab):
+    """(R, V) bool: True for the tokens that would complete an n-gram already in each row's prefix.
+
+    Row r's prefix is prefixes[r, :t] (the words generated so far; what follows column t-1 is ignored). Its last
+    n-1 words are compared with every earlier window of n-1 words, and the word that followed each match is
+    banned: emitting it would repeat that n-gram. n = 1 bans every word already used. Cost per step: (n-1) R x W
+    comparisons and one scatter of R x W entries into (R, V), with W = S - n + 1 (no (R, W, V) one-hot). Builtin
+    TFLite ops only (GATHER, EQUAL, LOGICAL_AND, SCATTER_ND), so the one-call TFLite model can block too.
+
+    Args:
+        prefixes: int32 (R, S) with a static S, the words of each row in columns 0 .. t-1.
+        t: int32 scalar, words generated so far (the step about to choose word t+1).
+        n: int >= 1. The n-gram size.
+        vocab: V (int or int32 scalar).
+    """
+    rows = tf.shape(prefixes)[0]
+    width = prefixes.shape[1] - n + 1  # W: windows whose n-gram fits in S columns
+    if width <= 0:
+        return tf.zeros([rows, vocab], tf.bool)
+    # Window j holds the complete n-gram prefixes[j : j+n] only once j + n <= t.
+    match = tf.broadcast_to(tf.range(width)[None, :] <= t - n, [rows, width])  # (R, W)
+    for i in range(n - 1):
+        last = tf.gather(prefixes, tf.maximum(t - n + 1 + i, 0), axis=1)  # (R,) word t-n+1+i of each row
+        match = tf.logical_and(match, tf.equal(prefixes[:, i:i + width], last[:, None]))  # (R, W)
+    following = prefixes[:, n - 1:]  # (R, W) the word that completed window j's n-gram
+    indices = tf.stack([tf.broadcast_to(tf.range(rows)[:, None], [rows, width]), following], axis=-1)  # (R, W, 2)
+    hits = tf.scatter_nd(indices, tf.cast(match, tf.float32), tf.stack([rows, vocab]))  # (R, V) matches per word
+    return hits > 0.0
+
+
+def _check_ngram_size(no_repeat_ngram_size: int) -> None:
+    if int(no_repeat_ngram_size) < 0:
+        raise ValueError(f"no_repeat_ngram_size must be >= 0 (0: off), got {no_repeat_ngram_size}")
+
+
 def _bar_end(step_log_probs, t, min_length: int, end_id: int, vocab):
     """(..., V) log-probs with the end token at NEG_INF while step t < min_length (a caption of t words)."""
     too_short = tf.logical_and(t < min_length, tf.equal(tf.range(vocab), end_id))  # (V,)
@@ -259,15 +318,16 @@ def _bar_end(step_log_probs, t, min_length: int, end_id: int, vocab):
 
 
 def greedy_search(step_fn: Callable, initial_state, batch_size, max_length: int, start_id: int, end_id: int,
-                  pad_id: int = 0, sample_seed=None, min_length: int = 0):
+                  pad_id: int = 0, sample_seed=None, min_length: int = 0, no_repeat_ngram_size: int = 0):
     """Greedy decoding: the arg-max token at every step. Same contract as `beam_search` with K = 1, returning
     (B, S) tokens, (B,) lengths and log_probs, and (B, S, *R) records.
 
     With `sample_seed` (int32 (2,) stateless seed) every token is instead drawn from the step's distribution
     (ancestral sampling: the caption is an exact draw from the model, e.g. for diverse captions or sequence-level
-    training); step t uses fold_in(sample_seed, t), so a seed gives the same captions in any run. `min_length` as
-    in `beam_search`.
+    training); step t uses fold_in(sample_seed, t), so a seed gives the same captions in any run. `min_length` and
+    `no_repeat_ngram_size` as in `beam_search` (the ban applies to sampling too: a banned token is never drawn).
     """
+    _check_ngram_size(no_repeat_ngram_size)
     tokens = tf.fill([batch_size], tf.constant(start_id, tf.int32))
     step_log_probs, state, records = step_fn(tokens, initial_state, tf.constant(0))
 
@@ -275,6 +335,9 @@ def greedy_search(step_fn: Callable, initial_state, batch_size, max_length: int,
         step_log_probs = tf.cast(step_log_probs, tf.float32)  # (B, V)
         if min_length:
             step_log_probs = _bar_end(step_log_probs, t, min_length, end_id, tf.shape(step_log_probs)[-1])
+        if no_repeat_ngram_size:  # `sequences` holds each live row's words in columns 0 .. t-1
+            banned = ngram_ban(sequences, t, no_repeat_ngram_size, tf.shape(step_log_probs)[-1])  # (B, V)
+            step_log_probs = tf.where(banned, tf.constant(NEG_INF, tf.float32), step_log_probs)
         if sample_seed is None:
             token = tf.argmax(step_log_probs, axis=-1, output_type=tf.int32)  # (B,)
         else:

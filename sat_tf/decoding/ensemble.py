@@ -146,7 +146,7 @@ class CaptionEnsemble:
         return states, images, step_fn
 
     def decode(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
-               seed=None, suppress_unk: bool = True, min_length: int = 0):
+               seed=None, suppress_unk: bool = True, min_length: int = 0, no_repeat_ngram_size: int = 0):
         """Batched decoding (greedy when beam_size == 1) of annotations (B, L, D) (a tuple of I such tensors for a
         multi-input ensemble); see `Captioner.decode`."""
         cfg = self.model_config
@@ -156,16 +156,18 @@ class CaptionEnsemble:
         if beam_size == 1:
             state, step_fn = self.decode_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
             return greedy_search(step_fn, state, batch, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
-                                 min_length=min_length)
+                                 min_length=min_length, no_repeat_ngram_size=no_repeat_ngram_size)
         state, images, step_fn = self.decode_image_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
         return beam_search(step_fn, state, batch, beam_size, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
-                           length_penalty, images=images, min_length=min_length)
+                           length_penalty, images=images, min_length=min_length,
+                           no_repeat_ngram_size=no_repeat_ngram_size)
 
     def generate(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
-                 return_all_beams: bool = False, suppress_unk: bool = True, min_length: int = 0):
+                 return_all_beams: bool = False, suppress_unk: bool = True, min_length: int = 0,
+                 no_repeat_ngram_size: int = 0):
         """Captions for a batch of annotations (B, L, D), compiled once per decoding setting; see
         `Captioner.generate` (the outputs are the same, without `location`)."""
         return compiled.generate(self.decode, self._decoders, annotations, beam_size=beam_size,
                                  max_length=max_length, length_penalty=length_penalty,
                                  return_all_beams=return_all_beams, suppress_unk=suppress_unk,
-                                 min_length=min_length)
+                                 min_length=min_length, no_repeat_ngram_size=no_repeat_ngram_size)

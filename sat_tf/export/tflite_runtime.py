@@ -4,6 +4,7 @@
 with greedy or beam search in the app; its beam search follows `sat_tf.decoding.beam_search` step for step (only
 beam 0 is live at t = 0, a finished beam continues with <end> at no cost, ties go to the lower index, final sort by
 score), so on the float32 model it returns the SavedModel's beams. A phone app ports this loop to Kotlin/Swift.
+Both loops take `no_repeat_ngram_size` (n-gram blocking, `ngram_ban`: the rule of the graph's search, in numpy).
 
 Shapes: B batch, K beams, N = B x K rows, S image side, T max tokens, L locations, V vocabulary, H units.
 """
@@ -51,6 +52,35 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def ngram_ban(prefixes: np.ndarray, t: int, n: int, vocab: int) -> np.ndarray:
+    """(R, V) bool: True for the tokens that would complete an n-gram already in each row's prefix; numpy's
+    `sat_tf.decoding.beam_search.ngram_ban` (same rule: the words after <start>, <start> not counted).
+
+    Args:
+        prefixes: int (R, >= t) array, row r's words so far in columns 0 .. t-1.
+        t: int. Words generated so far.
+        n: int >= 1. The n-gram size.
+        vocab: int. V.
+    """
+    banned = np.zeros((prefixes.shape[0], vocab), bool)
+    if n < 1 or t < n:
+        return banned
+    windows = np.lib.stride_tricks.sliding_window_view(prefixes[:, :t], n, axis=1)  # (R, t-n+1, n)
+    last = prefixes[:, t - n + 1:t]  # (R, n-1) the words a new n-gram would start with
+    match = np.all(windows[:, :, :n - 1] == last[:, None, :], axis=-1)  # (R, t-n+1)
+    rows, starts = np.nonzero(match)
+    banned[rows, windows[rows, starts, n - 1]] = True
+    return banned
+
+
+def _block(step_log_probs: np.ndarray, prefixes: np.ndarray, t: int, n: int) -> np.ndarray:
+    """(R, V) log-probs with the tokens `ngram_ban` bans at NEG_INF (unchanged for n = 0)."""
+    if not n:
+        return step_log_probs
+    banned = ngram_ban(prefixes, t, n, step_log_probs.shape[-1])
+    return np.where(banned, np.float32(NEG_INF), step_log_probs).astype(np.float32)
+
+
 class TFLiteCaptioner:
     """The one-call model: images float32 (B, S, S, 3) RGB 0..255 -> greedy tokens and attention.
 
@@ -92,8 +122,13 @@ class StepDecoder:
         return self._step(tokens=np.asarray(tokens, np.int32), h=h, c=c, annotations=annotations,
                           projected=projected)
 
-    def greedy(self, images: np.ndarray, max_tokens: int) -> dict[str, np.ndarray]:
+    def greedy(self, images: np.ndarray, max_tokens: int, no_repeat_ngram_size: int = 0) -> dict[str, np.ndarray]:
         """Greedy decoding, as `sat_tf.decoding.beam_search.greedy_search`.
+
+        Args:
+            images: (B, S, S, 3) float32 RGB 0..255.
+            max_tokens: T, most tokens per caption (<end> included).
+            no_repeat_ngram_size: n; never emit a token that completes an n-gram already in the caption (0: off).
 
         Returns:
             tokens int32 (B, T), lengths int32 (B,), log_probs float32 (B,), alpha float32 (B, T, L).
@@ -111,8 +146,9 @@ class StepDecoder:
             out = self.step(tokens, h, c, enc["annotations"], enc["projected"])
             h, c = out["h"], out["c"]
             live = ~finished
-            token = np.argmax(out["log_probs"], axis=-1).astype(np.int32)  # (B,)
-            log_probs += np.where(live, out["log_probs"][np.arange(batch), token], 0.0).astype(np.float32)
+            step_log_probs = _block(out["log_probs"], out_tokens, t, no_repeat_ngram_size)  # (B, V)
+            token = np.argmax(step_log_probs, axis=-1).astype(np.int32)  # (B,)
+            log_probs += np.where(live, step_log_probs[np.arange(batch), token], 0.0).astype(np.float32)
             out_tokens[live, t] = token[live]
             alpha[live, t] = out["alpha"][live]
             lengths += live
@@ -123,7 +159,7 @@ class StepDecoder:
         return {"tokens": out_tokens, "lengths": lengths, "log_probs": log_probs, "alpha": alpha}
 
     def beam_search(self, images: np.ndarray, beam_size: int, max_tokens: int,
-                    length_penalty: float = 0.0) -> dict[str, np.ndarray]:
+                    length_penalty: float = 0.0, no_repeat_ngram_size: int = 0) -> dict[str, np.ndarray]:
         """Batched beam search, as `sat_tf.decoding.beam_search.beam_search`.
 
         Args:
@@ -131,6 +167,8 @@ class StepDecoder:
             beam_size: K.
             max_tokens: T, most tokens per hypothesis (<end> included).
             length_penalty: ranking score log p / length**alpha (0: plain log-probability).
+            no_repeat_ngram_size: n; no hypothesis emits a token that completes an n-gram already in its prefix
+                (0: off).
 
         Returns:
             tokens (B, K, T), lengths (B, K), log_probs (B, K), scores (B, K), alpha (B, K, T, L); best beam first.
@@ -151,7 +189,8 @@ class StepDecoder:
         for t in range(max_tokens):
             out = self.step(tokens, h, c, annotations, projected)
             vocab = out["log_probs"].shape[-1]
-            step_log_probs = out["log_probs"].reshape(batch, k, vocab).astype(np.float32)
+            step_log_probs = _block(out["log_probs"].astype(np.float32), sequences.reshape(batch * k, -1), t,
+                                    no_repeat_ngram_size).reshape(batch, k, vocab)  # (B, K, V)
             only_end = np.full(vocab, NEG_INF, np.float32)
             only_end[END_ID] = 0.0
             step_log_probs = np.where(finished[:, :, None], only_end, step_log_probs)

@@ -457,7 +457,7 @@ class Captioner(SymbolicBuildFree, keras.Model):
         return [h, c], (annotations, projected), step_fn
 
     def decode(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
-               seed=None, suppress_unk: bool = True, min_length: int = 0):
+               seed=None, suppress_unk: bool = True, min_length: int = 0, no_repeat_ngram_size: int = 0):
         """Graph-mode-friendly batched decoding (greedy when beam_size == 1); see `generate`. Beam search drops
         each image from the batch once its K beams have ended (`beam_search(..., images=)`)."""
         cfg = self.model_config
@@ -467,10 +467,11 @@ class Captioner(SymbolicBuildFree, keras.Model):
         if beam_size == 1:
             state, step_fn = self.decode_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
             return greedy_search(step_fn, state, batch, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
-                                 min_length=min_length)
+                                 min_length=min_length, no_repeat_ngram_size=no_repeat_ngram_size)
         state, images, step_fn = self.decode_image_step_fn(annotations, beam_size, seed, suppress_unk=suppress_unk)
         return beam_search(step_fn, state, batch, beam_size, max_length, cfg.start_id, cfg.end_id, cfg.pad_id,
-                           length_penalty, images=images, min_length=min_length)
+                           length_penalty, images=images, min_length=min_length,
+                           no_repeat_ngram_size=no_repeat_ngram_size)
 
     def decode_logit_mask(self, suppress_unk: bool = True):
         """(V,) float32 added to the logits of every decoding step: a large negative value for the tokens a
@@ -504,9 +505,11 @@ class Captioner(SymbolicBuildFree, keras.Model):
                              sample_seed=word_seed)
 
     def generate(self, annotations, beam_size: int = 1, max_length: int = 20, length_penalty: float = 0.0,
-                 return_all_beams: bool = False, suppress_unk: bool = True, min_length: int = 0):
+                 return_all_beams: bool = False, suppress_unk: bool = True, min_length: int = 0,
+                 no_repeat_ngram_size: int = 0):
         """Captions for a batch of images, compiled once per (beam_size, max_length, length_penalty, suppress_unk,
-        min_length); `min_length` bars the end token before that many words (`beam_search`).
+        min_length, no_repeat_ngram_size); `min_length` bars the end token before that many words and
+        `no_repeat_ngram_size` n > 0 bars any token that would repeat an n-gram of the caption (`beam_search`).
 
         Returns a dict of numpy-convertible tensors: `tokens` (B, S) (the end token included, then padding),
         `lengths` (B,), `log_probs` (B,), `scores` (B,), `alpha` (B, S, L) and for hard attention `location`
@@ -515,7 +518,7 @@ class Captioner(SymbolicBuildFree, keras.Model):
         return compiled.generate(self.decode, self._decoders, annotations, beam_size=beam_size,
                                  max_length=max_length, length_penalty=length_penalty,
                                  return_all_beams=return_all_beams, suppress_unk=suppress_unk,
-                                 min_length=min_length)
+                                 min_length=min_length, no_repeat_ngram_size=no_repeat_ngram_size)
 
     def get_config(self):
         config = super().get_config()
