@@ -148,7 +148,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.weight_average_decay must be in [0, 1), got {self.weight_average_decay!r}")
 
 
-DATASETS = ("scenes", "flickr8k", "coco", "karpathy")
+DATASETS = ("scenes", "flickr8k", "coco", "karpathy", "imagefolder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +156,8 @@ class DataConfig:
     """Where the captions come from and how they become features and token ids.
 
     Args:
-        dataset: str. Reader: "scenes" (the embedded synthetic default), "flickr8k", "coco" or "karpathy".
+        dataset: str. Reader: "scenes" (the embedded synthetic default), "flickr8k", "coco", "karpathy" or
+            "imagefolder" (your own photos with a metadata.jsonl / metadata.csv of captions).
         data_dir: str. Dataset root on disk ("" for scenes: generated inside the work dir).
         features_dir: str. Where the TFRecord shards and manifest go ("" = `<workdir>/features`).
         encoder: str. A name in `sat_tf.models.encoder.ENCODERS`.
@@ -302,11 +303,11 @@ RECIPES = ("tuned", "paper")
 
 def real_dataset_default(dataset: str, data_dir: str, recipe: str = "tuned",
                          attention: str = "soft") -> tuple[ModelConfig, TrainConfig, DataConfig]:
-    """Flickr8k, COCO or Karpathy splits on EfficientNet-Lite0's 7x7x1280 map (the strongest offline encoder
-    features we have), with E = H = A = 512.
+    """Flickr8k, COCO, Karpathy splits or your own photos (imagefolder) on EfficientNet-Lite0's 7x7x1280 map (the
+    strongest offline encoder features we have), with E = H = A = 512.
 
     Args:
-        dataset: str. "flickr8k", "coco" or "karpathy".
+        dataset: str. "flickr8k", "coco", "karpathy" or "imagefolder".
         data_dir: str. The dataset root.
         recipe: str. "tuned" (the default): the best single-model recipe measured on Flickr8k
             (docs/results.md): no doubly stochastic penalty (lambda = 0), the weight average (decay

@@ -2,6 +2,7 @@
 
     python -m sat_tf.pipelines.check --dataset flickr8k --data-dir data/flickr8k
     python -m sat_tf.pipelines.check --dataset karpathy --data-dir data/coco
+    python -m sat_tf.pipelines.check --dataset imagefolder --data-dir data/my_photos
 
 Runs the reader that extraction runs (`sat_tf.pipelines.prepare.read_dataset`: caption and split files parsed,
 every image file's existence checked, no image decoded), so it takes seconds where extraction takes minutes to
@@ -20,7 +21,9 @@ from typing import Sequence
 from sat_tf.config import DataConfig
 from sat_tf.pipelines.sources.record import SPLITS, ReadReport
 
-DATASETS = ("flickr8k", "coco", "karpathy")
+DATASETS = ("flickr8k", "coco", "karpathy", "imagefolder")
+_EVAL_SPLIT_HINTS = {"flickr8k": " (Flickr8k: Flickr8k_text/Flickr_8k.devImages.txt)",
+                     "imagefolder": " (imagefolder: a validation/ folder, or at least 2 photos without split folders)"}
 
 
 @dataclasses.dataclass
@@ -87,8 +90,7 @@ def check_dataset(config: DataConfig) -> DatasetCheck:
         errors.append(f"no captions in the {config.train_split!r} split, the one training learns from")
     if config.eval_split not in splits:
         errors.append(f"no images in the {config.eval_split!r} split, which training scores after every epoch"
-                      + (" (Flickr8k: Flickr8k_text/Flickr_8k.devImages.txt)" if config.dataset == "flickr8k"
-                         else ""))
+                      + _EVAL_SPLIT_HINTS.get(config.dataset, ""))
     return DatasetCheck(splits, report, errors)
 
 
@@ -97,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--data-dir", required=True, help="the dataset root (flickr8k: the folder with "
-                                                          "Flicker8k_Dataset/ and Flickr8k_text/)")
+                                                          "Flicker8k_Dataset/ and Flickr8k_text/; imagefolder: the "
+                                                          "folder with metadata.jsonl or metadata.csv, or with "
+                                                          "train/ validation/ test/ folders)")
     parser.add_argument("--coco-annotations", default="", help="coco: a captions_*.json file")
     args = parser.parse_args(argv)
     result = check_dataset(DataConfig(dataset=args.dataset, data_dir=args.data_dir,

@@ -337,7 +337,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     from sat_tf.pipelines.prepare import prepare_features
 
     parser = argparse.ArgumentParser(prog="python -m sat_tf.pipelines.extract", description=main.__doc__)
-    parser.add_argument("--dataset", required=True, choices=["scenes", "flickr8k", "coco", "karpathy"])
+    parser.add_argument("--dataset", required=True,
+                        choices=["scenes", "flickr8k", "coco", "karpathy", "imagefolder"])
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--out", required=True, help="features directory (shards, manifest.json, vocab.txt)")
     parser.add_argument("--encoder", default=DataConfig.encoder)

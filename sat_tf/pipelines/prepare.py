@@ -38,6 +38,10 @@ def read_dataset(config: DataConfig, features_dir: str = "") -> tuple[list[Capti
         raise ValueError(f"--data-dir is required for the {config.dataset} dataset")
     if not os.path.isdir(config.data_dir):
         raise FileNotFoundError(f"data dir {config.data_dir} does not exist")
+    if config.dataset == "imagefolder":
+        from sat_tf.pipelines.sources import read_imagefolder
+
+        return read_imagefolder(config.data_dir)
     if config.dataset == "flickr8k":
         from sat_tf.pipelines.sources import read_flickr8k
 

@@ -36,6 +36,9 @@ NO_SPLIT = "no_split"                    # skipped: an image in no split file
 SPLIT_CONFLICT = "split_conflict"        # skipped: an image listed in a second split (the first one is kept)
 UNKNOWN_SPLIT = "unknown_split"          # skipped: a split name outside SPLITS
 MISSING_SPLIT_FILE = "missing_split_file"  # note: an optional split file is absent
+DUPLICATE_CAPTION = "duplicate_caption"  # skipped: the same image with the same caption again (the first kept)
+UNKNOWN_COLUMN = "unknown_column"        # note: a metadata column the reader does not use (ignored)
+SEEDED_SPLIT = "seeded_split"            # note: no validation split given; val images picked by a fixed hash
 
 ACTIONS = ("skipped", "repaired", "note")
 
