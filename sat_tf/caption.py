@@ -1,4 +1,5 @@
-"""`python -m sat_tf.caption --workdir DIR IMAGE|FOLDER|GLOB...`: captions with beam size K, streamed in batches
+"""`python -m sat_tf.caption [--preset NAME|DIR | --workdir DIR] IMAGE|FOLDER|GLOB...`: captions with the model's
+decoding (a shipped preset, flickr8k_soft, when no model is named; `--list-presets` lists them with their scores), streamed in batches
 (memory flat in the number of images) with a progress bar on stderr; `--out FILE.jsonl|.csv|.tsv` writes one record
 per image; with `--attention-map DIR` the paper's figure (each word's attention over the image, one panel per word)
 for every image. A bad file is an error line (stderr and the --out record), never a stop. A thin shell over
@@ -7,6 +8,7 @@ for every image. A bad file is an error line (stderr and the --out record), neve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import Sequence
@@ -25,10 +27,15 @@ def _figure_name(path: str, taken: set[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sat_tf.caption", description=__doc__)
-    p.add_argument("images", nargs="+",
+    p.add_argument("images", nargs="*",
                    help="image files (JPEG, PNG, GIF, WebP, BMP, TIFF), folders (searched recursively) or glob "
                         "patterns (quote them; ** matches folders)")
-    p.add_argument("--workdir", required=True, help="a training work dir")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--preset", default=None, metavar="NAME|DIR",
+                       help="a preset shipped with sat_tf (see --list-presets) or a preset directory (default: "
+                            "flickr8k_soft when --workdir is not given either)")
+    model.add_argument("--workdir", default=None, help="a training work dir")
+    p.add_argument("--list-presets", action="store_true", help="print the shipped presets with their scores and exit")
     p.add_argument("--which", default="best", help="checkpoint: best, latest, or a checkpoint path prefix")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="DIR",
                    help="more work dirs (same vocabulary; any encoder) decoding with --workdir as one model: their "
@@ -43,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "distributions of both views")
     p.add_argument("--beam-size", type=int, default=None, help="default: the work dir's train.beam_size")
     p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--length-penalty", type=float, default=None,
+                   help="rank beams by log p / length**alpha (default: the model's train.length_penalty)")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+                   help="n-gram blocking: never emit a word that would repeat an N-gram of the caption, 0 = off "
+                        "(default: the work dir's train.no_repeat_ngram_size)")
     p.add_argument("--batch-size", type=int, default=16, help="images read and decoded at a time")
     p.add_argument("--out", default="", metavar="FILE",
                    help="write every image's record (path, caption, log_prob, error) to FILE.jsonl, .csv or .tsv")
@@ -51,11 +63,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the figure file itself: FILE.png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = p.parse_args(argv)
+    if args.list_presets:
+        from sat_tf.presets import describe_presets
+
+        print(describe_presets())
+        return 0
+    if not args.images:
+        p.error("name at least one image, folder or glob (or --list-presets)")
+    if args.ensemble and not args.workdir:
+        p.error("--ensemble decodes several work dirs as one model: give the first with --workdir")
+    if not args.workdir and not args.preset:
+        from sat_tf.presets import DEFAULT_PRESET
+
+        args.preset = DEFAULT_PRESET
 
     from sat_tf.caption_writer import CaptionWriter
     from sat_tf.image_paths import expand_image_paths
     from sat_tf.inference import ImageCaptioner
     from sat_tf.pipelines.extract import Progress
+    from sat_tf.presets import load_preset
     from sat_tf.workdir import load_captioner, load_ensemble
 
     paths, missing = expand_image_paths(args.images)
@@ -81,8 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.ensemble:
             experiment = load_ensemble([args.workdir, *args.ensemble], args.which,
                                        hard_inference=args.hard_inference, combine=args.combine)
+        elif args.preset:
+            experiment = load_preset(args.preset, hard_inference=args.hard_inference)
         else:
             experiment = load_captioner(args.workdir, args.which, hard_inference=args.hard_inference)
+        if args.length_penalty is not None:
+            experiment.train_config = dataclasses.replace(experiment.train_config, length_penalty=args.length_penalty)
+        if args.no_repeat_ngram_size is not None:  # ImageCaptioner decodes with the experiment's train config
+            experiment.train_config = dataclasses.replace(experiment.train_config,
+                                                          no_repeat_ngram_size=args.no_repeat_ngram_size)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         if writer is not None:

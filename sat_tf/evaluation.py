@@ -20,6 +20,7 @@ import numpy as np
 from sat_tf.decoding.mirrored import mirrored_inputs, with_mirrored_views
 from sat_tf.files import write_json_atomic
 from sat_tf.metrics.coco_caption import CaptionScores, score_captions, write_coco_results
+from sat_tf.metrics.repetition import REPORTED_SIZES, repeat_rate
 from sat_tf.pipelines.dataset import evaluation_dataset, load_manifest
 from sat_tf.pipelines.tfrecord import MIRRORED
 from sat_tf.text.vocabulary import Vocabulary
@@ -53,7 +54,7 @@ class Decoded:
 def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str = "val", beam_size: int = 3,
                  max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
                  suppress_unk: bool = True, verify: str = "sha256", mirror: bool = False,
-                 min_length: int = 0) -> list[Decoded]:
+                 min_length: int = 0, no_repeat_ngram_size: int = 0) -> list[Decoded]:
     """Generates a caption for every image of `split` (the first `limit` images when limit > 0).
 
     `features_dir` is a feature directory, or for a multi-input CaptionEnsemble a list of them, one per input
@@ -81,7 +82,8 @@ def decode_split(captioner, vocabulary: Vocabulary, features_dir, *, split: str 
         if mirror:
             annotations = mirrored_inputs(annotations, tuple(b[MIRRORED] for b in batches))
         out = captioner.generate(annotations, beam_size=beam_size, max_length=max_length,
-                                 length_penalty=length_penalty, suppress_unk=suppress_unk, min_length=min_length)
+                                 length_penalty=length_penalty, suppress_unk=suppress_unk, min_length=min_length,
+                                 no_repeat_ngram_size=no_repeat_ngram_size)
         tokens = out["tokens"].numpy()  # (B, S)
         alphas = out["alpha"].numpy()  # (B, S, L)
         locations = out["location"].numpy() if "location" in out else None  # (B, S)
@@ -131,10 +133,18 @@ class Evaluation:
         return {"generated": float(np.mean(generated)) if generated else float("nan"),
                 "references": float(np.mean(references)) if references else float("nan")}
 
+    def repeat_rates(self) -> dict:
+        """Share of captions (0..1) that repeat an n-gram (`sat_tf.metrics.repetition`), for n = 3 and 2:
+        {"generated": {"3": ..., "2": ...}, "references": {...}} (every reference caption counts once)."""
+        generated = [d.words for d in self.decoded]
+        references = [r for d in self.decoded for r in d.references]
+        return {name: {str(n): repeat_rate(captions, n) for n in REPORTED_SIZES}
+                for name, captions in (("generated", generated), ("references", references))}
+
     def summary(self) -> dict:
         out = {"split": self.split, "beam_size": self.beam_size, "images": len(self.decoded),
                "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1), "decoding": self.decoding,
-               "mean_words": self.mean_words()}
+               "mean_words": self.mean_words(), "repeat_rate": self.repeat_rates()}
         if self.grounding is not None:
             g = self.grounding
             out["grounding"] = {"rate": g.rate, "hits": g.hits, "total": g.total, "chance": g.chance,
@@ -157,7 +167,8 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
              max_length: int = 20, batch_size: int = 32, limit: int = 0, length_penalty: float = 0.0,
              suppress_unk: bool = True, scene_objects: dict | None = None,
              out_dir: str | None = None, metrics=("bleu", "meteor", "rouge", "cider"),
-             verify: str = "sha256", mirror: bool = False, min_length: int = 0) -> Evaluation:
+             verify: str = "sha256", mirror: bool = False, min_length: int = 0,
+             no_repeat_ngram_size: int = 0) -> Evaluation:
     """Decodes and scores a split; writes `<out_dir>/captions_<split>.json` (COCO results format) and
     `<out_dir>/metrics_<split>.json` when out_dir is given.
 
@@ -166,9 +177,9 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         vocabulary: its Vocabulary.
         features_dir: str. Feature shards (pipelines.extract); a list of them, one per input, for a multi-input
             CaptionEnsemble.
-        split, beam_size, max_length, batch_size, limit, length_penalty, suppress_unk, min_length: decoding
-            settings (limit 0 = every image; see `Captioner.generate` for the length penalty, the minimum length
-            and <unk> suppression).
+        split, beam_size, max_length, batch_size, limit, length_penalty, suppress_unk, min_length,
+            no_repeat_ngram_size: decoding settings (limit 0 = every image; see `Captioner.generate` for the length
+            penalty, the minimum length, <unk> suppression and n-gram blocking).
         scene_objects: dict image_id -> objects, for the attention-grounding rate (embedded scenes dataset).
         out_dir: str or None. Where to write the JSON files.
         metrics: which coco-caption metrics to compute.
@@ -179,7 +190,7 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
     decoded = decode_split(captioner, vocabulary, features_dir, split=split, beam_size=beam_size,
                            max_length=max_length, batch_size=batch_size, limit=limit,
                            length_penalty=length_penalty, suppress_unk=suppress_unk, verify=verify, mirror=mirror,
-                           min_length=min_length)
+                           min_length=min_length, no_repeat_ngram_size=no_repeat_ngram_size)
     references = {d.image_id: d.references for d in decoded}
     candidates = {d.image_id: d.caption for d in decoded}
     scores = score_captions(references, candidates, metrics=metrics)
@@ -194,10 +205,58 @@ def evaluate(captioner, vocabulary: Vocabulary, features_dir: str, *, split: str
         grounding = grounding_rate(samples, grid, tuple(IMAGE_SIZE))
     result = Evaluation(split, beam_size, scores, decoded, grounding, time.perf_counter() - start,
                         decoding={"beam_size": beam_size, "max_length": max_length, "length_penalty": length_penalty,
-                                  "min_length": min_length, "suppress_unk": suppress_unk, "mirror": mirror,
+                                  "min_length": min_length, "no_repeat_ngram_size": no_repeat_ngram_size,
+                                  "suppress_unk": suppress_unk, "mirror": mirror,
                                   **_decoder_info(with_mirrored_views(captioner) if mirror else captioner)})
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_coco_results(os.path.join(out_dir, f"captions_{split}.json"), candidates)
         write_json_atomic(os.path.join(out_dir, f"metrics_{split}.json"), result.summary(), sort_keys=True)
     return result
+
+
+def prepare_split_features(experiment, dataset: str, data_dir: str, split: str, features_dir: str, *,
+                           limit: int = 0, coco_annotations: str = "", weights: str | None = "imagenet",
+                           progress: bool = True) -> str:
+    """Extracts the features of one split of a dataset folder for a trained model (a preset or a work dir), with
+    the model's encoder and vocabulary, so `evaluate` can score the model on a dataset it was not trained on.
+
+    Resumable and reused: a rerun with the same arguments reads the finished shards. Only `split`'s images (the
+    first `limit` when limit > 0) are read.
+
+    Args:
+        experiment: Experiment with `vocabulary` and `data_config` (encoder, layer, image size).
+        dataset, data_dir, coco_annotations: the dataset folder (`python -m sat_tf.pipelines.check` layouts).
+        split: str. "train", "val" or "test".
+        features_dir: str. Where the shards go (never inside a preset).
+        limit: int. Only the first `limit` images of the split (0 = all).
+        weights: encoder weights ("imagenet"; None = random, for tests).
+        progress: bool. Print the progress bar.
+
+    Returns:
+        features_dir.
+    """
+    import dataclasses as dc
+
+    import tensorflow as tf
+
+    from sat_tf.models.encoder import build_encoder
+    from sat_tf.pipelines.extract import extract_features
+    from sat_tf.pipelines.prepare import encoder_info, read_dataset
+
+    data = dc.replace(experiment.data_config, dataset=dataset, data_dir=data_dir, coco_annotations=coco_annotations,
+                      train_split=split, eval_split=split, max_images=0, mirrored_views=False)
+    records, report = read_dataset(data, features_dir)
+    records = [r for r in records if r.split == split]
+    if limit:
+        records = records[:limit]
+    if not records:
+        raise ValueError(f"the {dataset} dataset in {data_dir} has no {split!r} images: {report.summary()}")
+    info = encoder_info(data, weights if weights is not None else "random")
+    encoder = build_encoder(data.encoder, data.encoder_layer or None, weights=weights, image_size=data.image_size)
+    run = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
+    extract_features(records, lambda x: run(tf.convert_to_tensor(x)).numpy(), info, experiment.vocabulary,
+                     features_dir, max_caption_length=data.max_caption_length, shard_size=data.shard_size,
+                     progress=progress, reader_report=report.counts(),
+                     extra={"dataset": dataset, "split": split, "limit": limit})
+    return features_dir

@@ -59,12 +59,25 @@ class ImageCaptioner:
             self.encoders.append(build_encoder(data.encoder, data.encoder_layer or None, weights=weights,
                                                image_size=data.image_size))
 
-    def caption(self, paths: Sequence[str], beam_size: int = 3, max_length: int | None = None,
+    @classmethod
+    def from_preset(cls, name_or_dir: str = "flickr8k_soft", mirror: bool = False,
+                    hard_inference: str | None = None) -> "ImageCaptioner":
+        """A ready captioner from a preset shipped with sat_tf (`sat_tf.presets.list_presets()`) or a preset
+        directory (`python -m sat_tf.export --format preset`): no work dir, no download.
+
+            ImageCaptioner.from_preset("flickr8k_soft").caption(["a.jpg", "b.png"])[0].caption
+        """
+        from sat_tf.presets import load_preset
+
+        return cls(load_preset(name_or_dir, hard_inference=hard_inference), mirror=mirror)
+
+    def caption(self, paths: Sequence[str], beam_size: int | None = None, max_length: int | None = None,
                 batch_size: int = 16) -> list[Captioned]:
-        """Captions every file of `paths` (in order); unreadable files come back with `error` set."""
+        """Captions every file of `paths` (in order); unreadable files come back with `error` set. `beam_size`
+        and `max_length` default to the model's own decoding settings (`TrainConfig.beam_size`, `max_length`)."""
         return list(self.caption_stream(paths, beam_size, max_length, batch_size))
 
-    def caption_stream(self, paths: Iterable[str], beam_size: int = 3, max_length: int | None = None,
+    def caption_stream(self, paths: Iterable[str], beam_size: int | None = None, max_length: int | None = None,
                        batch_size: int = 16) -> Iterator[Captioned]:
         """Yields one Captioned per file of `paths`, in order, reading and decoding `batch_size` files at a time:
         memory stays flat however many files there are (keep no more of the results than you need)."""
@@ -77,10 +90,11 @@ class ImageCaptioner:
         if batch:
             yield from self._caption_batch(batch, beam_size, max_length)
 
-    def _caption_batch(self, paths: list[str], beam_size: int, max_length: int | None) -> list[Captioned]:
+    def _caption_batch(self, paths: list[str], beam_size: int | None, max_length: int | None) -> list[Captioned]:
         """Captions up to one batch of files; unreadable files come back with `error` set."""
         train = self.experiment.train_config
         max_length = max_length or train.max_length
+        beam_size = beam_size or train.beam_size
         results = [Captioned(path=p) for p in paths]
         good: list[tuple[int, list[np.ndarray]]] = []
         for i, path in enumerate(paths):
@@ -102,7 +116,7 @@ class ImageCaptioner:
         out = self.decoder.generate(
             inputs, beam_size=beam_size,
             max_length=max_length, length_penalty=train.length_penalty, suppress_unk=train.suppress_unk,
-            min_length=train.min_length)
+            min_length=train.min_length, no_repeat_ngram_size=train.no_repeat_ngram_size)
         tokens, alphas = out["tokens"].numpy(), out["alpha"].numpy()  # (B, T), (B, T, L)
         locations = out["location"].numpy() if "location" in out else None
         log_probs = out["log_probs"].numpy()  # (B,)

@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--beam-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--init-from", default=None, metavar="WORKDIR",
-                   help="start from the best weights of another work dir (e.g. hard attention from a soft run)")
+    p.add_argument("--init-from", default=None, metavar="WORKDIR|PRESET",
+                   help="start from the best weights of another work dir or of a preset (name or directory): hard "
+                        "attention from a soft run, or a preset fine-tuned on your own photos")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multi_worker", "tpu"],
                    help="tf.distribute strategy (docs/distributed.md)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -117,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sat_tf.training.trainer import TrainingDiverged, train
 
     print(f"work dir: {workdir}")
+    from sat_tf.workdir import record_command
+
+    record_command(workdir, sys.argv[1:] if argv is None else argv)
     try:
         result = train(workdir, configs["model"], configs["train"], configs["data"], strategy=args.strategy,
                        verbose=args.verbose)

@@ -8,6 +8,7 @@ reads. Its layout is the contract between them:
     <workdir>/best/                tf.train.Checkpoint of the model with the best dev BLEU-4, + config.json
     <workdir>/logs/                TensorBoard event files
     <workdir>/history.json         per-epoch losses and dev scores
+    <workdir>/commands.txt         every `python -m sat_tf.train` command run on it, one per line (a preset's card)
 
 Checkpoints are TensorFlow object-based checkpoints: `CheckpointManager` writes them under temporary names and
 updates the `checkpoint` index file last, so a process killed while saving leaves the previous checkpoint as
@@ -33,6 +34,7 @@ CHECKPOINTS = "checkpoints"
 BEST = "best"
 LOGS = "logs"
 HISTORY = "history.json"
+COMMANDS = "commands.txt"
 
 
 @dataclasses.dataclass
@@ -92,6 +94,25 @@ def load_experiment(workdir: str) -> Experiment:
         vocabulary = Vocabulary.load(vocab_path)
         vocabulary.check_model_config(configs["model"])
     return Experiment(workdir, configs["model"], configs["train"], configs["data"], vocabulary)
+
+
+def record_command(workdir: str, argv: Sequence[str], program: str = "python -m sat_tf.train") -> None:
+    """Appends the command that ran on a work dir to `<workdir>/commands.txt` (a rerun that resumes or extends a run
+    is recorded again)."""
+    import shlex
+
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, COMMANDS), "a", encoding="utf-8") as f:
+        f.write(" ".join([program, shlex.join(list(argv))]).strip() + "\n")
+
+
+def recorded_commands(workdir: str) -> list[str]:
+    """The commands of `<workdir>/commands.txt`, oldest first, each once ([] where none was recorded)."""
+    path = os.path.join(workdir, COMMANDS)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return list(dict.fromkeys(line.strip() for line in f if line.strip()))
 
 
 def build_captioner(model_config: ModelConfig, seed: int | None = None) -> Captioner:

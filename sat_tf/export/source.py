@@ -30,7 +30,6 @@ from sat_tf.models.encoder import EncoderSpec, build_encoder, encoder_spec
 from sat_tf.pipelines.extract import MANIFEST
 from sat_tf.pipelines.prepare import encoder_differences
 from sat_tf.text.vocabulary import Vocabulary
-from sat_tf.workdir import load_captioner
 
 CONFIG = "config.json"
 VOCAB = "vocab.txt"
@@ -118,18 +117,20 @@ class ExportSource:
 
 
 def load_source(workdir: str, which: str = "best", encoder_weights: str | None = "imagenet") -> ExportSource:
-    """Restores a work dir's Captioner and rebuilds its encoder.
+    """Restores a work dir's (or a preset's) Captioner and rebuilds its encoder.
 
     Where the work dir's feature manifest exists, the rebuilt encoder must be the one it records (name, layer,
     image size, depth and weights), otherwise the served model would see other features than the decoder learnt on.
 
     Args:
-        workdir: str. A sat_tf work dir (config.json, vocab.txt, checkpoints).
+        workdir: str. A sat_tf work dir (config.json, vocab.txt, checkpoints), or a preset (name or directory).
         which: "best", "latest" or a checkpoint prefix (see `sat_tf.workdir.find_checkpoint`).
         encoder_weights: "imagenet", None (random init, for tests) or a weights file path: the encoder weights the
             training features were extracted with.
     """
-    experiment = load_captioner(workdir, which)
+    from sat_tf.presets import load_model
+
+    experiment = load_model(workdir, which)
     source = source_from_models(experiment.captioner, experiment.vocabulary, experiment.model_config,
                                 experiment.train_config, experiment.data_config, encoder_weights=encoder_weights,
                                 checkpoint_path=experiment.checkpoint_path)
@@ -230,6 +231,19 @@ def export_config(source: ExportSource, fmt: str, **details: Any) -> dict[str, A
     export.update(details)
     return {"model": dataclasses.asdict(source.model_config), "train": dataclasses.asdict(source.train_config),
             "data": dataclasses.asdict(source.data_config), "export": export}
+
+
+def with_decoding(source: ExportSource, no_repeat_ngram_size: int) -> ExportSource:
+    """`source` whose train config holds the n-gram blocking an export was built with, so that the config.json
+    beside the export (`export_config`, read back by `load_config`) says how the export decodes, not how the work
+    dir did.
+
+    Args:
+        source: ExportSource.
+        no_repeat_ngram_size: int. The export's n-gram blocking (0: off).
+    """
+    train = dataclasses.replace(source.train_config, no_repeat_ngram_size=int(no_repeat_ngram_size))
+    return dataclasses.replace(source, train_config=train)
 
 
 def write_config(directory: str, payload: dict[str, Any]) -> str:
