@@ -1,5 +1,6 @@
 """A non-editable install holds one top-level package, sat_tf, with every module of the checkout's sat_tf/ (the
-pipelines and export sub-packages included), never a generic top-level `pipelines` or `export`."""
+pipelines and export sub-packages included) and the shipped presets' files (weights, configs, vocabularies, model
+cards) within their size limit, never a generic top-level `pipelines` or `export`."""
 
 import os
 import pathlib
@@ -33,11 +34,16 @@ def test_non_editable_install_holds_every_sat_tf_module_and_nothing_else(tmp_pat
     installed = {p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info"))}
     assert installed == {"sat_tf"}, installed
     def modules(package: pathlib.Path) -> set[pathlib.Path]:
-        return {p.relative_to(package) for p in package.rglob("*") if p.suffix in (".py", ".typed")}
+        return {p.relative_to(package) for p in package.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
 
     in_install = modules(target / "sat_tf")
     assert modules(ROOT / "sat_tf") == in_install, sorted(modules(ROOT / "sat_tf") ^ in_install)
     assert {pathlib.Path("pipelines", "extract.py"), pathlib.Path("export", "saved_model.py")} <= in_install
+    presets = [p for p in in_install if p.parts[0] == "presets" and p.name == "model.weights.h5"]
+    assert {p.parts[1] for p in presets} >= {"flickr8k_soft", "flickr8k_hard"}
+    preset_bytes = sum((target / "sat_tf" / p).stat().st_size for p in in_install if p.parts[0] == "presets")
+    assert preset_bytes <= 50 * 1024 * 1024, preset_bytes
     # Imported from the installed copy (not the checkout), the sub-packages resolve inside the install target.
     code = ("import sat_tf, sat_tf.pipelines, sat_tf.export, sat_tf.layers; "
             "print(sat_tf.pipelines.__file__); print(sat_tf.export.__file__)")
