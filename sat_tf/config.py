@@ -112,6 +112,8 @@ class TrainConfig:
         min_length: int. Decoding bars the end token before this many words (0 = no minimum), for dev scores,
             evaluate and caption.
         suppress_unk: bool. Decoding never emits <unk> (dev scores, evaluate, caption, exports).
+        no_repeat_ngram_size: int. n-gram blocking: decoding never emits a word that would repeat an n-gram of
+            the caption so far (0 = off), for dev scores, evaluate, caption and exports.
         weight_average_decay: float. d in [0, 1): with d > 0 the dev scores, `best/` and everything read from
             it use the exponential moving average of the weights, avg <- d avg + (1 - d) w after every step
             (`sat_tf.training.weight_average`); 0 switches it off (the raw weights, as before).
@@ -134,6 +136,7 @@ class TrainConfig:
     length_penalty: float = 0.0
     min_length: int = 0
     suppress_unk: bool = True
+    no_repeat_ngram_size: int = 0
     weight_average_decay: float = 0.0
     init_from: str = ""
 
@@ -144,6 +147,9 @@ class TrainConfig:
         for name in ("learning_rate",):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if int(self.no_repeat_ngram_size) < 0:
+            raise ValueError(f"TrainConfig.no_repeat_ngram_size must be >= 0 (0 = off), got "
+                             f"{self.no_repeat_ngram_size!r}")
         if not 0.0 <= self.weight_average_decay < 1.0:
             raise ValueError(f"TrainConfig.weight_average_decay must be in [0, 1), got {self.weight_average_decay!r}")
 

@@ -21,6 +21,9 @@ Signatures (tag `serve`, method `tensorflow/serving/predict`):
     float32 (B,), alpha float32 (B, S, L) (attention maps per step, zero after <end>; reshape L to the grid in
     config.json), and for hard attention location int32 (B, S).
 
+Every signature decodes with the n-gram blocking fixed at export (`no_repeat_ngram_size`, recorded in config.json
+both under `export` and as the `train` config's value).
+
 An ensemble of work dirs (`export.source.load_ensemble_source`) exports the same way: each image is decoded and
 resized once per encoder input size, every encoder runs, and the beam search runs over the members' averaged
 next-word distributions; with mirroring each encoder also sees the image mirrored left-right.
@@ -43,7 +46,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from sat_tf.export.source import CONFIG, ExportSource, export_config, write_config, write_vocabulary
+from sat_tf.export.source import (CONFIG, ExportSource, export_config, with_decoding, write_config,
+                                  write_vocabulary)
 from sat_tf.image_decoding import decode_images
 from sat_tf.images import DEFAULT_MAX_PIXELS
 from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID, UNK
@@ -83,7 +87,8 @@ class Detokenizer(tf.Module):
 
 
 def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size: int = 3,
-                      length_penalty: float = 0.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+                      length_penalty: float = 0.0, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      no_repeat_ngram_size: int = 0) -> dict:
     """The exported tf.functions, each with its input signature (traced once here).
 
     Args:
@@ -92,6 +97,7 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
         beam_size: int. K of `serving_default` and `from_features`.
         length_penalty: float. See `sat_tf.decoding.beam_search.beam_search`.
         max_pixels: int. Bigger images are refused before decoding (see `sat_tf.image_decoding`).
+        no_repeat_ngram_size: int. n-gram blocking of every signature (0: off; `beam_search`).
 
     Returns:
         {"serving_default": fn, "greedy": fn, "from_features": fn}.
@@ -102,7 +108,8 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
     specs = source.encoder_specs
 
     def caption(annotations, k: int):
-        out = decoder.decode(annotations, beam_size=k, max_length=max_tokens, length_penalty=length_penalty)
+        out = decoder.decode(annotations, beam_size=k, max_length=max_tokens, length_penalty=length_penalty,
+                             no_repeat_ngram_size=no_repeat_ngram_size)
         if k > 1:
             out = {name: value[:, 0] for name, value in out.items()}  # the best beam (beams come sorted)
         result = {"captions": detokenizer(out["tokens"]), "tokens": out["tokens"], "lengths": out["lengths"],
@@ -166,7 +173,7 @@ def _decoder_inputs(photo: list, mirrored: list, mirror: bool):
 
 def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf", version: int = 1,
                        beam_size: int = 3, length_penalty: float = 0.0, max_pixels: int = DEFAULT_MAX_PIXELS,
-                       overwrite: bool = False) -> str:
+                       overwrite: bool = False, no_repeat_ngram_size: int = 0) -> str:
     """Writes the SavedModel to `<out_dir>/<name>/<version>/` (see the module docstring).
 
     Args:
@@ -178,6 +185,7 @@ def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf",
         length_penalty: float. Ranking score log p / length**alpha (0: plain log-probability).
         max_pixels: int. Requests with bigger images are refused with INVALID_ARGUMENT before decoding.
         overwrite: bool. Replace an existing version directory instead of failing.
+        no_repeat_ngram_size: int. n-gram blocking, fixed at export time (0: off).
 
     Returns:
         The version directory.
@@ -192,7 +200,8 @@ def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf",
     vocab_dir = tempfile.mkdtemp(prefix=".vocab.", dir=os.path.dirname(target))
     try:
         detokenizer = Detokenizer(write_vocabulary(vocab_dir, source.vocabulary))
-        functions = serving_functions(source, detokenizer, beam_size, length_penalty, max_pixels)
+        functions = serving_functions(source, detokenizer, beam_size, length_penalty, max_pixels,
+                                      no_repeat_ngram_size)
         archive = keras.export.ExportArchive()
         # Only the lookup table needs explicit tracking; the endpoints capture the variables they use. Tracking the
         # Keras models as well would store every weight twice (keras#23553: 2x the files and 2x the memory of
@@ -202,7 +211,8 @@ def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf",
             archive.add_endpoint(endpoint, fn)
         archive.write_out(staging, verbose=False)
         payload = export_config(
-            source, "saved_model", beam_size=beam_size, length_penalty=length_penalty, max_pixels=max_pixels,
+            with_decoding(source, no_repeat_ngram_size), "saved_model", beam_size=beam_size,
+            length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size, max_pixels=max_pixels,
             signatures={endpoint: {"inputs": feature_input_names(source) if endpoint == "from_features"
                                    else [INPUT_BYTES],
                                    "outputs": list(OUTPUTS) + (["location"] if source.decoder().is_hard else []),

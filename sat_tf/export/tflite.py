@@ -5,12 +5,14 @@ Two models, each in three variants, with the vocabulary and config.json beside t
     captioner_<variant>.tflite     one call: signature `caption`
         images float32 (B, S, S, 3), RGB 0..255, already decoded and squashed to S x S by the app
         -> tokens int32 (B, T), lengths int32 (B,), log_probs float32 (B,), alpha float32 (B, T, L)
-        greedy decoding with the loop inside the model (a WHILE op), stopping when every caption has ended
+        greedy decoding with the loop inside the model (a WHILE op), stopping when every caption has ended, with
+        the n-gram blocking fixed at export (`no_repeat_ngram_size`; builtin ops: GATHER, EQUAL, SCATTER_ND)
     decoder_steps_<variant>.tflite two signatures, for beam search (or any search) written in the app:
         encode: images (B, S, S, 3) -> annotations (B, L, D), projected (B, L, A), h (B, H), c (B, H)
         step:   tokens int32 (N,), h (N, H), c (N, H), annotations (N, L, D), projected (N, L, A)
                 -> log_probs (N, V), h (N, H), c (N, H), alpha (N, L)
-        `sat_tf.export.tflite_runtime.StepDecoder` is a reference app loop (greedy and beam search in numpy).
+        `sat_tf.export.tflite_runtime.StepDecoder` is a reference app loop (greedy and beam search in numpy,
+        n-gram blocking included: the app passes `no_repeat_ngram_size`, config.json says the export's value).
 
     variants: float32; float16 (weights stored as float16: half the file, meant for GPU delegates; on CPU the
     weights are expanded to float32 and it measured slower than float32, see benchmarks/inference.py); int8
@@ -43,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from sat_tf.export.source import ExportSource, export_config, write_config, write_vocabulary
+from sat_tf.export.source import ExportSource, export_config, with_decoding, write_config, write_vocabulary
 from sat_tf.models.captioner import Captioner
 from sat_tf.timing import median_seconds
 
@@ -104,11 +106,14 @@ def _relative_path(variable) -> str:
     return variable.path.split("/", 1)[1]
 
 
-def tflite_functions(source: ExportSource) -> dict[str, tf.types.experimental.GenericFunction]:
+def tflite_functions(source: ExportSource,
+                     no_repeat_ngram_size: int = 0) -> dict[str, tf.types.experimental.GenericFunction]:
     """The tf.functions that become TFLite signatures: `caption`, `encode` and `step` (module docstring).
 
     Args:
         source: ExportSource.
+        no_repeat_ngram_size: int. n-gram blocking inside `caption` (0: off); `step` is one step, blocking is the
+            app loop's.
     """
     captioner, encoder = inference_captioner(source), source.encoder
     cell = captioner.cell
@@ -120,7 +125,8 @@ def tflite_functions(source: ExportSource) -> dict[str, tf.types.experimental.Ge
     @tf.function(input_signature=[images_spec])
     def caption(images):
         annotations = encoder(images, training=False)  # (B, L, D)
-        out = captioner.decode(annotations, beam_size=1, max_length=max_tokens)
+        out = captioner.decode(annotations, beam_size=1, max_length=max_tokens,
+                               no_repeat_ngram_size=no_repeat_ngram_size)
         return {"tokens": out["tokens"], "lengths": out["lengths"], "log_probs": out["log_probs"],
                 "alpha": out["alpha"]}
 
@@ -222,7 +228,8 @@ def op_names(model: bytes | str) -> list[str]:
 
 
 def export_tflite(source: ExportSource, out_dir: str, variants=VARIANTS, models=tuple(MODELS),
-                  measure_latency: bool = True, verbose: bool = True) -> list[TFLiteArtifact]:
+                  measure_latency: bool = True, verbose: bool = True,
+                  no_repeat_ngram_size: int = 0) -> list[TFLiteArtifact]:
     """Converts and writes the TFLite models with vocab.txt and config.json into `out_dir`.
 
     Args:
@@ -232,6 +239,8 @@ def export_tflite(source: ExportSource, out_dir: str, variants=VARIANTS, models=
         models: iterable of "captioner", "decoder_steps".
         measure_latency: bool. Time a batch-1 call of each file on a grey image (LiteRT interpreter, this machine).
         verbose: bool. Print a table of files, sizes and latencies.
+        no_repeat_ngram_size: int. n-gram blocking of `caption` (0: off), and the value config.json tells the app
+            loop to use (`export.no_repeat_ngram_size` and `train.no_repeat_ngram_size`).
 
     Returns:
         One TFLiteArtifact per file.
@@ -241,7 +250,7 @@ def export_tflite(source: ExportSource, out_dir: str, variants=VARIANTS, models=
     if unknown:
         raise ValueError(f"unknown TFLite models/variants {unknown}; models: {list(MODELS)}, variants: {VARIANTS}")
     os.makedirs(out_dir, exist_ok=True)
-    functions = tflite_functions(source)
+    functions = tflite_functions(source, no_repeat_ngram_size)
     artifacts = []
     for model in models:
         for variant in variants:
@@ -256,8 +265,11 @@ def export_tflite(source: ExportSource, out_dir: str, variants=VARIANTS, models=
                 artifact.latency_ms = measure_tflite_latency(path, source.image_size, source.max_tokens)
             artifacts.append(artifact)
     write_vocabulary(out_dir, source.vocabulary)
+    blocking = f", no repeated {no_repeat_ngram_size}-gram" if no_repeat_ngram_size else ""
     write_config(out_dir, export_config(
-        source, "tflite", decoding="greedy inside `caption`; app-side loop over `encode` / `step`",
+        with_decoding(source, no_repeat_ngram_size), "tflite",
+        decoding=f"greedy inside `caption`{blocking}; app-side loop over `encode` / `step`",
+        no_repeat_ngram_size=no_repeat_ngram_size,
         files={os.path.basename(a.path): {"model": a.model, "variant": a.variant, "size_bytes": a.size_bytes,
                                           "signatures": list(MODELS[a.model])} for a in artifacts},
         input={"name": "images", "dtype": "float32", "shape": [-1, source.image_size, source.image_size, 3],

@@ -184,7 +184,8 @@ class WorkdirCallback(keras.callbacks.Callback):
             result = evaluate(self.model, exp.vocabulary, exp.features_dir, split=exp.data_config.eval_split,
                               beam_size=cfg.beam_size, max_length=cfg.max_length,
                               length_penalty=cfg.length_penalty, min_length=cfg.min_length,
-                              suppress_unk=cfg.suppress_unk, limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
+                              no_repeat_ngram_size=cfg.no_repeat_ngram_size, suppress_unk=cfg.suppress_unk,
+                              limit=exp.data_config.eval_images, metrics=EPOCH_METRICS,
                               scene_objects=self.scene_objects, verify="size")
             bleu4 = result.scores["BLEU-4"]
             improved = bleu4 > float(self.progress.best_bleu4)

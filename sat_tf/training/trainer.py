@@ -65,13 +65,13 @@ class TrainResult:
 
 def _comparable(configs: dict) -> dict:
     """Config entries that must not change when a work dir is reused (epochs and patience may: a finished run can
-    be extended; so may the beam's length settings, which change decoding, not the model)."""
+    be extended; so may the beam's length settings and n-gram blocking, which change decoding, not the model)."""
     out = {}
     for name, cfg in configs.items():
         values = dataclasses.asdict(cfg)
         if name == "train":
-            for extendable in ("epochs", "patience", "length_penalty", "min_length"):
-                values.pop(extendable)
+            for extendable in ("epochs", "patience", "length_penalty", "min_length", "no_repeat_ngram_size"):
+                values.pop(extendable, None)
         if name == "model":
             values.pop("vocab_size")
             values.pop("feature_dim")
@@ -201,7 +201,8 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
         wd.checkpoint_for(model).restore(best).expect_partial()
         final = evaluate(model, experiment.vocabulary, features_dir, split=data.eval_split,
                          beam_size=cfg.beam_size, max_length=cfg.max_length, length_penalty=cfg.length_penalty,
-                         min_length=cfg.min_length, suppress_unk=cfg.suppress_unk, scene_objects=scene_objects,
+                         min_length=cfg.min_length, suppress_unk=cfg.suppress_unk,
+                         no_repeat_ngram_size=cfg.no_repeat_ngram_size, scene_objects=scene_objects,
                          out_dir=experiment.path("eval"))
     return TrainResult(workdir, end.initial_epoch - initial_epoch, int(end.progress.best_epoch),
                        float(end.progress.best_bleu4), end.patience_exhausted, end.history, final,
