@@ -1,8 +1,9 @@
 """The evaluation report: one self-contained HTML file beside the metrics JSON, for looking at what a model says,
 where it looks and where it fails.
 
-It holds the scores table (coco-caption, 0-100) with the decoding settings, the tokenizer and METEOR that ran and
-BLEU's length ratio; a gallery of the best, median and worst images by per-image CIDEr, each with the generated
+It holds the scores table (coco-caption, 0-100) with the decoding settings, the tokenizer and METEOR that ran,
+BLEU's length ratio and the share of captions that repeat a trigram or a bigram, generated vs references
+(`sat_tf.metrics.repetition`: what n-gram blocking, `no_repeat_ngram_size`, removes); a gallery of the best, median and worst images by per-image CIDEr, each with the generated
 caption, its references and the paper's attention figure (one panel per word, `sat_tf.visualize`; for hard
 attention the chosen location of every step); and a histogram of caption lengths, generated vs references, as
 inline SVG. Figures are embedded as PNG data URIs: the file needs no network and no other file, and contains no
@@ -24,6 +25,7 @@ import numpy as np
 
 from sat_tf.files import write_atomic
 from sat_tf.images import ImageError, load_image
+from sat_tf.metrics.repetition import REPORTED_SIZES
 from sat_tf.visualize import attention_figure
 
 GALLERY_METRIC = "CIDEr"
@@ -119,6 +121,7 @@ def _scores_table(evaluation, checkpoint: str | None) -> str:
         ("BLEU length ratio", f"{scores.length_ratio:.3f} ({scores.hypothesis_length} candidate tokens / "
                               f"{scores.reference_length:g} closest-reference tokens)"),
         ("mean words", f"generated {words['generated']:.2f}, references {words['references']:.2f}"),
+        ("repeated n-grams", repeat_summary(evaluation.repeat_rates())),
         ("tokenizer", scores.tokenizer_status),
         ("METEOR", scores.meteor_status or "not asked for"),
         ("split", f"{evaluation.split}, {len(evaluation.decoded)} images"),
@@ -128,6 +131,19 @@ def _scores_table(evaluation, checkpoint: str | None) -> str:
     details += [(f"decoding: {k}", str(v)) for k, v in sorted(evaluation.decoding.items())]
     rows += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in details]
     return '<table class="scores">' + "".join(rows) + "</table>"
+
+
+def repeat_summary(rates: dict) -> str:
+    """One line of `Evaluation.repeat_rates()`: "captions repeating a trigram: generated 4.0%, references 0.6%;
+    a bigram: ..." (n/a where there are no captions)."""
+    names = {3: "a trigram", 2: "a bigram"}
+
+    def share(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
+
+    parts = [f"{names.get(n, f'a {n}-gram')}: generated {share(rates['generated'][str(n)])}, references "
+             f"{share(rates['references'][str(n)])}" for n in REPORTED_SIZES]
+    return "captions repeating " + "; ".join(parts)
 
 
 def _example_html(decoded, score: float, grid: tuple[int, int], hard_mode: str | None) -> str:

@@ -56,6 +56,28 @@ def test_hard_attention_examples_name_the_chosen_location_of_every_word(tmp_path
     assert text.index('id="example-im0"') < text.index('id="example-im1"')  # best (CIDEr 20) first
 
 
+def test_scores_table_shows_the_repeat_rates_of_generated_and_reference_captions(tmp_path):
+    image = str(tmp_path / "im.png")
+    Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(image)
+    captions = ["a boy in a blue shirt is wearing a blue shirt", "a dog runs", "a dog runs and a dog runs",
+                "two men"]  # trigram repeats: 2 of 4; bigram repeats: the same 2
+    references = [["a dog and a dog", "a cat"], ["a man"], ["the sea"], ["two men on a bench on a bench"]]
+    decoded = [Decoded(image_id=f"im{i}", image_path=image, caption=c, words=c.split(),
+                       alpha=np.zeros((len(c.split()) + 1, 4), np.float32), location=None, references=refs,
+                       log_prob=-1.0) for i, (c, refs) in enumerate(zip(captions, references))]
+    scores = CaptionScores(scores={"CIDEr": 10.0}, per_image={"CIDEr": {f"im{i}": 1.0 * i for i in range(4)}},
+                           unavailable={}, tokenizer="python", tokenizer_note="", num_images=4, metrics=("cider",),
+                           hypothesis_length=20, reference_length=20.0)
+    evaluation = Evaluation("val", 3, scores, decoded, decoding={"no_repeat_ngram_size": 0})
+    # of the 5 references, "... on a bench on a bench" repeats a trigram; it and "a dog and a dog" repeat a bigram
+    assert evaluation.repeat_rates() == {"generated": {"3": 0.5, "2": 0.5}, "references": {"3": 0.2, "2": 0.4}}
+    text = report_html(evaluation, grid=(2, 2))
+    assert ("captions repeating a trigram: generated 50.0%, references 20.0%; a bigram: generated 50.0%, "
+            "references 40.0%") in text
+    assert "decoding: no_repeat_ngram_size</th><td>0" in text
+    assert text.index("BLEU length ratio") < text.index("captions repeating")
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     """A tiny soft-attention work dir, trained 1 epoch on fake-backbone features, run through the evaluate CLI."""
@@ -78,6 +100,7 @@ def test_evaluate_writes_a_self_contained_report_beside_the_metrics(evaluated, c
     assert f'{scores["length_ratio"]:.3f}' in text and "BLEU length ratio" in text
     assert scores["tokenizer_status"] in text and scores["meteor"] in text
     assert "decoding: beam_size</th><td>2" in text and "decoding: length_penalty" in text
+    assert "captions repeating a trigram: generated" in text and "decoding: no_repeat_ngram_size" in text
     assert metrics["mean_words"]["generated"] > 0 and metrics["mean_words"]["references"] > 0
     # self-contained: every image is a data URI, nothing is fetched
     sources = re.findall(r'src="([^"]*)"', text)
