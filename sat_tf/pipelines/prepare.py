@@ -4,6 +4,11 @@
 both call. It is idempotent: when `features_dir/manifest.json` already describes the same encoder and vocabulary
 settings, it returns that manifest without touching an image; when shards are missing (a killed run), extraction
 resumes.
+
+A run that starts from another model's weights (`train.init_from`: fine-tuning on new photos) passes that model's
+vocabulary instead of building one from the new captions, so the output layer and the embeddings keep their
+meaning; words of the new captions that it lacks encode as <unk>. The manifest then records the given vocabulary's
+checksum in its vocabulary settings and how much of the training captions it covers (`vocabulary_coverage`).
 """
 
 from __future__ import annotations
@@ -109,20 +114,34 @@ def check_encoder(features_dir: str, config: DataConfig) -> dict:
     return manifest
 
 
-def _matches(manifest: dict, config: DataConfig, info: dict) -> bool:
+def _matches(manifest: dict, config: DataConfig, info: dict, vocabulary: Vocabulary | None = None) -> bool:
     # features with mirrored views serve a config that does not ask for them (the extra view is never read)
-    return (manifest.get("encoder") == info and manifest.get("max_caption_length") == config.max_caption_length
-            and manifest.get("vocabulary_settings") == _vocab_settings(config)
-            and (manifest.get("mirrored_views", False) or not config.mirrored_views))
+    if not (manifest.get("encoder") == info and manifest.get("max_caption_length") == config.max_caption_length
+            and (manifest.get("mirrored_views", False) or not config.mirrored_views)):
+        return False
+    if vocabulary is None:  # manifests written before vocabularies could be given match as before
+        return manifest.get("vocabulary_settings") == _vocab_settings(config)
+    # A given vocabulary: the features of the same images encoded with it, however that vocabulary was made (the
+    # same-dataset warm start reuses the features its source was trained on).
+    recorded = manifest.get("vocabulary_settings") or {}
+    return ((manifest.get("vocabulary") or {}).get("checksum") == vocabulary.checksum()
+            and all(recorded.get(key) == getattr(config, key) for key in _IMAGE_SETTINGS))
 
 
-def _vocab_settings(config: DataConfig) -> dict:
-    return {"min_count": config.min_count, "max_vocab": config.max_vocab, "train_split": config.train_split,
-            "max_images": config.max_images, "data_dir": config.data_dir}
+# The vocabulary settings that also choose the images (data_dir, max_images); the others only shape the vocabulary.
+_IMAGE_SETTINGS = ("data_dir", "max_images")
+
+
+def _vocab_settings(config: DataConfig, vocabulary: Vocabulary | None = None) -> dict:
+    settings = {"min_count": config.min_count, "max_vocab": config.max_vocab, "train_split": config.train_split,
+                "max_images": config.max_images, "data_dir": config.data_dir}
+    if vocabulary is not None:  # not built from these captions: features made with it serve no other vocabulary
+        settings["given_vocabulary"] = vocabulary.checksum()
+    return settings
 
 
 def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "imagenet", batch_size: int = 32,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, vocabulary: Vocabulary | None = None) -> dict:
     """Reads, builds the vocabulary from the training split, extracts; returns the manifest (see extract.py).
 
     Args:
@@ -131,13 +150,17 @@ def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "i
         weights: encoder weights ("imagenet" works offline for efficientnet_lite0; None = random, for tests).
         batch_size: int. Images per encoder call.
         progress: bool. Print the progress bar.
+        vocabulary: Vocabulary or None. Encode the captions with this one (the model a fine-tuning run starts
+            from) instead of building one from the training captions (`config.min_count` and `config.max_vocab`
+            are then unused); recorded in the manifest's vocabulary settings, with its `vocabulary_coverage` of the
+            training captions.
     """
     info = encoder_info(config, weights if weights is not None else "random")
     manifest_path = os.path.join(features_dir, MANIFEST)
     if os.path.exists(manifest_path):
         with open(manifest_path, encoding="utf-8") as f:
             manifest = json.load(f)
-        if _matches(manifest, config, info):
+        if _matches(manifest, config, info, vocabulary):
             from sat_tf.pipelines.dataset import FeatureError, check_features
 
             try:  # a shard deleted or damaged since: fall through and let the extraction rewrite it
@@ -154,10 +177,16 @@ def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "i
         raise ValueError(f"the {config.dataset} dataset has no captions in the {config.train_split!r} split: "
                          f"{report.summary()}")
     vocab_path = os.path.join(features_dir, VOCAB)
-    vocabulary = Vocabulary.build(train_captions, min_count=config.min_count, max_size=config.max_vocab)
+    extra = {"dataset": config.dataset, "vocabulary_settings": _vocab_settings(config, vocabulary)}
+    if vocabulary is None:
+        vocabulary = Vocabulary.build(train_captions, min_count=config.min_count, max_size=config.max_vocab)
+        made = "these settings build"
+    else:
+        extra["vocabulary_coverage"] = vocabulary.coverage(train_captions)
+        made = "this run was given (the vocabulary of the model it starts from, train.init_from)"
     if os.path.exists(vocab_path) and Vocabulary.load(vocab_path) != vocabulary:
-        raise ValueError(f"{vocab_path} differs from the vocabulary these settings build: the features in "
-                         f"{features_dir} were made with other settings; use another features dir")
+        raise ValueError(f"{vocab_path} differs from the vocabulary {made}: the features in {features_dir} were "
+                         f"made with another vocabulary; use another features dir")
     from sat_tf.models.encoder import build_encoder
     import tensorflow as tf
 
@@ -167,7 +196,5 @@ def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "i
     manifest = extract_features(records, lambda x: run(tf.convert_to_tensor(x)).numpy(), info, vocabulary,
                                 features_dir, max_caption_length=config.max_caption_length,
                                 shard_size=config.shard_size, batch_size=batch_size, progress=progress,
-                                reader_report=report.counts(),
-                                extra={"dataset": config.dataset, "vocabulary_settings": _vocab_settings(config)},
-                                mirrored=config.mirrored_views)
+                                reader_report=report.counts(), extra=extra, mirrored=config.mirrored_views)
     return manifest

@@ -377,6 +377,25 @@ class Vocabulary:
                 words.append(self.id_to_token(token_id))
         return " ".join(words)
 
+    def coverage(self, captions: Iterable[str], top: int = 10) -> dict:
+        """How much of `captions` this vocabulary can say: the normalised words it lacks (they encode as <unk>).
+
+        Args:
+            captions: raw captions (normalised here, as `encode` does).
+            top: int. How many of the most frequent missing words to list.
+
+        Returns:
+            JSON-ready {"words": distinct words, "unknown_words": of them not in the vocabulary, "tokens": word
+            tokens, "unknown_tokens": of them not in the vocabulary, "most_frequent_unknown": [[word, count], ...]
+            (count descending, then word)}.
+        """
+        counts = collections.Counter(word for words in tokenize_captions(captions) for word in words)
+        unknown = {w: c for w, c in counts.items() if w not in self._ids}
+        return {"words": len(counts), "unknown_words": len(unknown), "tokens": sum(counts.values()),
+                "unknown_tokens": sum(unknown.values()),
+                "most_frequent_unknown": [[w, unknown[w]]
+                                          for w in sorted(unknown, key=lambda w: (-unknown[w], w))[:top]]}
+
     def table(self, name: str = "vocabulary") -> "VocabularyTable":
         """The TensorFlow version of this vocabulary (for Dataset.map and exported graphs)."""
         return VocabularyTable(self._tokens, name=name)

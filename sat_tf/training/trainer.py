@@ -4,9 +4,9 @@ tf.distribute strategy.
 `train(workdir, model_config, train_config, data_config, strategy=...)`:
 
 1. writes `config.json` before anything else (then again once the vocabulary and the feature shape are known,
-   before step 0), prepares the features (`pipelines.prepare`, resumable) and copies the vocabulary; under a
-   multi-worker strategy the chief does this while the other workers wait, then every worker reads the work dir
-   (which must be shared);
+   before step 0), prepares the features (`pipelines.prepare`, resumable; a run with `init_from` encodes its
+   captions with the source model's vocabulary) and copies the vocabulary; under a multi-worker strategy the chief
+   does this while the other workers wait, then every worker reads the work dir (which must be shared);
 2. builds the Captioner and Adam (global-norm clipping) in `strategy.scope()`, and restores `<workdir>/checkpoints`
    if present: model, optimizer slots, REINFORCE baseline, random-generator states and the epoch counter, so a
    killed run goes on from its last finished epoch (never a silent restart from scratch); a fresh run with
@@ -96,7 +96,8 @@ def prepare_workdir(workdir: str, model_config: ModelConfig, train_config: Train
                              f"--workdir, or the same settings to resume")
     wd.save_experiment(workdir, model_config, train_config, data_config)  # written first
     features_dir = data_config.features_dir or os.path.join(workdir, "features")
-    manifest = prepare_features(data_config, features_dir, weights=weights, progress=progress)
+    given = _init_from_vocabulary(workdir, train_config.init_from) if train_config.init_from else None
+    manifest = prepare_features(data_config, features_dir, weights=weights, progress=progress, vocabulary=given)
     vocabulary = Vocabulary.load(os.path.join(features_dir, "vocab.txt"), manifest["vocabulary"]["checksum"])
     if not os.path.exists(os.path.join(workdir, wd.VOCAB)):
         shutil.copyfile(os.path.join(features_dir, "vocab.txt"), os.path.join(workdir, wd.VOCAB))
@@ -106,6 +107,16 @@ def prepare_workdir(workdir: str, model_config: ModelConfig, train_config: Train
     experiment = wd.load_experiment(workdir)
     experiment.vocabulary = vocabulary
     return experiment
+
+
+def _init_from_vocabulary(workdir: str, init_from: str) -> Vocabulary:
+    """The vocabulary of a run with `train.init_from`: its source's (`warm_start.source_vocabulary`), or, once the
+    work dir has one, the work dir's own (a resumed run keeps what it started with, even if the source is gone)."""
+    from sat_tf.training.warm_start import check_source_path, source_vocabulary
+
+    check_source_path(init_from, workdir)
+    own = os.path.join(workdir, wd.VOCAB)
+    return Vocabulary.load(own) if os.path.exists(own) else source_vocabulary(init_from)
 
 
 def build_model(model_config: ModelConfig, train_config: TrainConfig) -> keras.Model:
@@ -269,9 +280,14 @@ class _OneEpoch(keras.callbacks.Callback):
             for weight, value in zip(self.model.trainable_variables, self.raw):
                 weight.assign(value)
 
+
 def apply_init_from(model, experiment: wd.Experiment, log: Callable[[str], None]) -> None:
-    """A fresh run with `train.init_from`: the source's weights (`sat_tf.training.warm_start`)."""
-    from sat_tf.training.warm_start import warm_start
+    """A fresh run with `train.init_from`: the source's weights (`sat_tf.training.warm_start`), and how many words of
+    the training captions its vocabulary lacks where the features were made with it (`describe_coverage`)."""
+    from sat_tf.training.warm_start import describe_coverage, warm_start
 
     path = warm_start(model, experiment, experiment.train_config.init_from)
     log(f"starting from the weights of {path} (train.init_from)")
+    coverage = load_manifest(experiment.features_dir).get("vocabulary_coverage")
+    if coverage:
+        log(describe_coverage(coverage, experiment.train_config.init_from, len(experiment.vocabulary)))

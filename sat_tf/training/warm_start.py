@@ -13,9 +13,17 @@ not: the optimizer state (Adam's moments and the weight average start afresh), t
 when the work dir has no checkpoint of its own: a resumed run continues from its own checkpoint, never again from
 the source.
 
+Fine-tuning on other captions (your own photos, `--dataset imagefolder`): a run with `init_from` uses the
+source's vocabulary, never one built from its own captions (`source_vocabulary`, passed to
+`pipelines.prepare.prepare_features` by the trainer), so the embedding rows and the output layer's columns keep
+their words. Words of the new captions that the source's vocabulary lacks encode as <unk> in the training targets:
+the model cannot learn to say them (to get new words, train from scratch). `describe_coverage` is the line the
+trainer logs about them at the start.
+
 Checked before any weight moves, each failure a ValueError naming the field: the source is not the run's own work
-dir, its vocabulary file is the same (checksum), its features come from the same encoder, layer and image size,
-and its architecture (embedding, units, attention size, gate, feature width, vocabulary size) is the same.
+dir, its vocabulary file is the same (checksum; it is, unless the work dir's files were changed by hand), its
+features come from the same encoder, layer and image size, and its architecture (embedding, units, attention size,
+gate, feature width, vocabulary size) is the same.
 """
 
 from __future__ import annotations
@@ -23,10 +31,59 @@ from __future__ import annotations
 import os
 
 from sat_tf import workdir as wd
+from sat_tf.text.vocabulary import Vocabulary
 
 # Fields of ModelConfig / DataConfig that decide the weights' shapes and meaning.
 ARCHITECTURE_FIELDS = ("vocab_size", "feature_dim", "embedding_dim", "units", "attention_dim", "gate")
 FEATURE_FIELDS = ("encoder", "encoder_layer", "image_size")
+
+
+def check_source_path(init_from: str, workdir: str) -> None:
+    """Raises ValueError where `init_from` names the run's own work dir (resuming needs no init_from).
+
+    Args:
+        init_from: str. `TrainConfig.init_from`.
+        workdir: str. The work dir of the run being started.
+    """
+    if os.path.abspath(init_from) == os.path.abspath(workdir):
+        raise ValueError(f"train.init_from={init_from!r} is this run's own work dir; to resume it, leave "
+                         f"init_from out")
+
+
+def source_vocabulary(init_from: str) -> Vocabulary:
+    """The vocabulary of the model a run starts from: the one every run with `init_from` encodes its captions with.
+
+    Args:
+        init_from: str. `TrainConfig.init_from`: a trained work dir.
+
+    Raises:
+        FileNotFoundError: no such work dir, or it has no vocab.txt.
+    """
+    if not os.path.isdir(init_from):
+        raise FileNotFoundError(f"train.init_from={init_from!r}: no such work dir")
+    vocabulary = wd.load_experiment(init_from).vocabulary
+    if vocabulary is None:
+        raise FileNotFoundError(f"{os.path.join(init_from, wd.VOCAB)} is missing: the source work dir is incomplete")
+    return vocabulary
+
+
+def describe_coverage(coverage: dict, init_from: str, vocabulary_size: int) -> str:
+    """One log line: how many words of the training captions the source's vocabulary lacks (they train as <unk>).
+
+    Args:
+        coverage: `Vocabulary.coverage` of the training captions (the manifest's `vocabulary_coverage`).
+        init_from: str. The source, for the message.
+        vocabulary_size: int. Tokens of the source's vocabulary.
+    """
+    where = f"the vocabulary of {init_from} ({vocabulary_size} tokens)"
+    if not coverage["unknown_words"]:
+        return f"{where} has every word of the training captions"
+    share = coverage["unknown_tokens"] / max(1, coverage["tokens"])
+    frequent = ", ".join(f"{word} ({count})" for word, count in coverage["most_frequent_unknown"])
+    return (f"{where} lacks {coverage['unknown_words']} of the {coverage['words']} distinct words of the training "
+            f"captions ({coverage['unknown_tokens']} of {coverage['tokens']} word tokens, {share:.1%}); they train "
+            f"as <unk> and the model cannot learn to say them (to learn new words, train from scratch). Most "
+            f"frequent: {frequent}")
 
 
 def check_compatible(target: wd.Experiment, source: wd.Experiment) -> None:
@@ -60,9 +117,7 @@ def warm_start(captioner, target: wd.Experiment, source_workdir: str) -> str:
         target: the Experiment of the run being started (configs and vocabulary).
         source_workdir: str. A sat_tf work dir with a finished epoch.
     """
-    if os.path.abspath(source_workdir) == os.path.abspath(target.workdir):
-        raise ValueError(f"train.init_from={source_workdir!r} is this run's own work dir; to resume it, leave "
-                         f"init_from out")
+    check_source_path(source_workdir, target.workdir)
     if not os.path.isdir(source_workdir):
         raise FileNotFoundError(f"train.init_from={source_workdir!r}: no such work dir")
     source = wd.load_captioner(source_workdir, "best")  # its configs and vocabulary too

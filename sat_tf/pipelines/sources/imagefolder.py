@@ -37,9 +37,10 @@ import io
 import json
 import os
 
-from sat_tf.pipelines.sources.record import (BAD_UTF8, BLANK_LINE, BOM, DUPLICATE_CAPTION, EMPTY_CAPTION, MALFORMED_LINE,
-                                             MISSING_IMAGE, NO_CAPTIONS, SEEDED_SPLIT, SPLITS, UNKNOWN_COLUMN,
-                                             CaptionRecord, ImageFiles, ReadReport, clean_caption, has_words)
+from sat_tf.pipelines.sources.record import (BAD_UTF8, BLANK_LINE, BOM, DUPLICATE_CAPTION, EMPTY_CAPTION,
+                                             MALFORMED_LINE, MISSING_IMAGE, NO_CAPTIONS, SEEDED_SPLIT, SPLITS,
+                                             UNKNOWN_COLUMN, CaptionRecord, ImageFiles, ReadReport, clean_caption,
+                                             has_words)
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 JSONL_KEYS = ("file_name", "text", "captions")
