@@ -7,7 +7,8 @@ traces each final hypothesis back through its parents), so each final hypothesis
 produced it.
 
 With `no_repeat_ngram_size` n > 0 a hypothesis never emits a token that would complete an n-gram already in its
-own prefix (`ngram_ban`): each live row keeps the words it generated (B, K, S), reordered with its parents.
+own prefix (`ngram_ban`, `block_ngrams`): each live row keeps the words it generated (B, K, S), reordered with its
+parents.
 
 Shapes: B batch, K beams, N = B*K rows, V vocabulary, S max length, R a record's own trailing shape, W = S - n + 1
 n-gram windows of a prefix.
@@ -151,8 +152,8 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         b = tf.shape(active)[0]  # B_a
         step_log_probs = tf.cast(step_log_probs, tf.float32)  # (B_a*K, V)
         if no_repeat_ngram_size:
-            banned = ngram_ban(tf.reshape(prefixes, [b * k, max_length]), t, no_repeat_ngram_size, vocab)
-            step_log_probs = tf.where(banned, tf.constant(NEG_INF, tf.float32), step_log_probs)  # (B_a*K, V)
+            step_log_probs = block_ngrams(step_log_probs, tf.reshape(prefixes, [b * k, max_length]), t,
+                                          no_repeat_ngram_size)  # (B_a*K, V)
         step_log_probs = tf.reshape(step_log_probs, [b, k, vocab])  # (B_a, K, V)
         if min_length:
             step_log_probs = _bar_end(step_log_probs, t, min_length, end_id, vocab)
@@ -292,9 +293,38 @@ def ngram_ban(prefixes, t, n: int, vocab):
         vocab: V (int or int32 scalar).
     """
     rows = tf.shape(prefixes)[0]
+    windows = _ngram_windows(prefixes, t, n)
+    if windows is None:
+        return tf.zeros([rows, vocab], tf.bool)
+    match, indices = windows
+    hits = tf.scatter_nd(indices, tf.cast(match, tf.float32), tf.stack([rows, vocab]))  # (R, V) matches per word
+    return hits > 0.0
+
+
+def block_ngrams(step_log_probs, prefixes, t, n: int):
+    """(R, V) `step_log_probs` with NEG_INF at every token `ngram_ban` bans, written in place by one
+    `tensor_scatter_nd_min` of R x W entries: no (R, V) mask is built (beam search's R = B*K rows make that the
+    larger cost). Not a TFLite builtin; the greedy search, which the one-call TFLite model runs, uses `ngram_ban`.
+
+    Args:
+        step_log_probs: float32 (R, V).
+        prefixes, t, n: as in `ngram_ban`.
+    """
+    windows = _ngram_windows(prefixes, t, n)
+    if windows is None:
+        return step_log_probs
+    match, indices = windows
+    floor = tf.where(match, tf.constant(NEG_INF, tf.float32), tf.constant(float("inf"), tf.float32))  # (R, W)
+    return tf.tensor_scatter_nd_min(step_log_probs, indices, floor)
+
+
+def _ngram_windows(prefixes, t, n: int):
+    """(match (R, W) bool, indices (R, W, 2) int32) of `ngram_ban`: whether window j's first n-1 words equal the
+    row's last n-1 words, and [row, the word that completed window j's n-gram]; None when S < n."""
+    rows = tf.shape(prefixes)[0]
     width = prefixes.shape[1] - n + 1  # W: windows whose n-gram fits in S columns
     if width <= 0:
-        return tf.zeros([rows, vocab], tf.bool)
+        return None
     # Window j holds the complete n-gram prefixes[j : j+n] only once j + n <= t.
     match = tf.broadcast_to(tf.range(width)[None, :] <= t - n, [rows, width])  # (R, W)
     for i in range(n - 1):
@@ -302,8 +332,7 @@ def ngram_ban(prefixes, t, n: int, vocab):
         match = tf.logical_and(match, tf.equal(prefixes[:, i:i + width], last[:, None]))  # (R, W)
     following = prefixes[:, n - 1:]  # (R, W) the word that completed window j's n-gram
     indices = tf.stack([tf.broadcast_to(tf.range(rows)[:, None], [rows, width]), following], axis=-1)  # (R, W, 2)
-    hits = tf.scatter_nd(indices, tf.cast(match, tf.float32), tf.stack([rows, vocab]))  # (R, V) matches per word
-    return hits > 0.0
+    return match, indices
 
 
 def _check_ngram_size(no_repeat_ngram_size: int) -> None:

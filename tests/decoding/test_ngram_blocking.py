@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sat_tf.decoding.beam_search import NEG_INF, beam_search, greedy_search, ngram_ban, tile_beams
+from sat_tf.decoding.beam_search import (NEG_INF, beam_search, block_ngrams, greedy_search, ngram_ban,
+                                        tile_beams)
 from sat_tf.export import tflite_runtime
 from sat_tf.metrics.repetition import has_repeated_ngram
 from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID
@@ -94,6 +95,9 @@ def test_ngram_ban_in_the_graph_and_in_numpy_is_the_enumerated_rule(n):
         graph = ngram_ban(tf.constant(prefixes), tf.constant(t), n, V).numpy()
         np.testing.assert_array_equal(graph, want, err_msg=f"t={t}")
         np.testing.assert_array_equal(tflite_runtime.ngram_ban(prefixes, t, n, V), want, err_msg=f"t={t}")
+        log_probs = rng.normal(size=(16, V)).astype(np.float32)  # beam search's in-place form of the same ban
+        np.testing.assert_array_equal(block_ngrams(tf.constant(log_probs), tf.constant(prefixes), tf.constant(t), n),
+                                      np.where(want, np.float32(NEG_INF), log_probs), err_msg=f"t={t}")
     # what follows column t - 1 is ignored: the ban reads the prefix only
     noisy = prefixes.copy()
     noisy[:, 5:] = 9
