@@ -49,3 +49,25 @@ def test_sweep_prints_a_row_per_setting(experiment, tmp_path, capsys):
     assert [s["decoding"]["min_length"] for s in summaries] == [0, 0, 2, 2] * 2
     assert all(s["mean_words"]["generated"] >= s["decoding"]["min_length"] for s in summaries)
     assert all(np.isfinite(s["scores"]["length_ratio"]) for s in summaries)
+    assert all(s["decoding"]["no_repeat_ngram_size"] == 0 for s in summaries)  # the work dir's value
+
+
+def test_sweep_over_ngram_blocking_reports_repeat_rates(experiment, tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    assert length_sweep.main(["--workdir", experiment.workdir, "--beam-size", "2", "--length-penalty", "1",
+                              "--no-repeat-ngram-size", "0", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "BLEU" not in line]
+    assert [tuple(cell.strip() for cell in r.split("|")[2:5]) for r in rows] == [("1", "0", "0"), ("1", "0", "1")]
+    assert "% repeat a 3-gram" in printed.splitlines()[-1]
+    summaries = json.load(open(out))
+    assert [s["decoding"]["no_repeat_ngram_size"] for s in summaries] == [0, 1]
+    blocked = [s["repeat_rate"]["generated"] for s in summaries if s["decoding"]["no_repeat_ngram_size"]]
+    assert all(rates == {"3": 0.0, "2": 0.0} for rates in blocked)  # no word twice: no bigram or trigram twice
+    assert all(set(s["repeat_rate"]["references"]) == {"3", "2"} for s in summaries)
+    # the blocked captions are what evaluate decodes with the same flags
+    images = length_sweep.decode_all_beams(experiment, "val", beam_size=2, min_length=0, no_repeat_ngram_size=1)
+    result = evaluate(experiment.captioner, experiment.vocabulary, experiment.features_dir, split="val",
+                      beam_size=2, max_length=experiment.train_config.max_length, length_penalty=1.0,
+                      no_repeat_ngram_size=1, metrics=("bleu",))
+    assert length_sweep.rerank(images, 1.0) == {d.image_id: d.caption for d in result.decoded}
