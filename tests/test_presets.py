@@ -58,11 +58,13 @@ def test_both_presets_ship_within_the_size_limit_with_their_scores():
 
 
 def test_no_preset_file_names_a_machine_path():
+    from tests.test_repository_text import MACHINE_PATH, SHARED
+
     for folder, _, names in os.walk(PRESETS_DIR):
         for name in names:
             if name.endswith((".json", ".md", ".txt")):
                 text = open(os.path.join(folder, name), encoding="utf-8").read()
-                assert "/work/" not in text and "/tmp/" not in text and "../shared" not in text, (folder, name)
+                assert not MACHINE_PATH.search(text) and SHARED not in text, (folder, name)
 
 
 @pytest.mark.parametrize("preset", SHIPPED)
@@ -92,3 +94,29 @@ def test_each_preset_scores_what_its_card_says_on_100_dev_photos(preset, flickr8
     assert measured["images"] == stated["images"]
     assert not os.path.exists(os.path.join(preset_dir(preset), "features_val_first100"))  # never in the package
     assert abs(measured["scores"]["scores"]["BLEU-4"] - stated["scores"]["BLEU-4"]) < 0.5, (measured, stated)
+
+
+def test_a_shipped_preset_fine_tunes_on_a_small_imagefolder(tmp_path, capsys):
+    """`train --dataset imagefolder --init-from flickr8k_soft` for one epoch: the run keeps the preset's vocabulary
+    (its new word trains as <unk>), starts from the preset's weights and writes a work dir that captions."""
+    from sat_tf.train import main
+    from sat_tf.workdir import load_captioner
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    captions = ["a dog runs on the grass", "a black dog runs through the grass", "a quadcopter over a lake",
+                "two people walk on the beach", "a man rides a bike on the street", "a child jumps into the water"]
+    with open(photos / "metadata.jsonl", "w", encoding="utf-8") as f:
+        for i, caption in enumerate(captions):
+            _photo(str(photos / f"p{i}.jpg"))
+            f.write(json.dumps({"file_name": f"p{i}.jpg", "text": caption}) + "\n")
+    workdir = str(tmp_path / "run")
+    assert main(["--dataset", "imagefolder", "--data-dir", str(photos), "--init-from", DEFAULT_PRESET,
+                 "--epochs", "1", "--learning-rate", "1e-4", "--workdir", workdir, "--verbose", "0",
+                 "--set", "data.eval_images=1"]) == 0
+    out = capsys.readouterr().out
+    assert "quadcopter (1)" in out and "<unk>" in out  # the coverage line names the word the preset lacks
+    trained = load_captioner(workdir)
+    shipped = open(os.path.join(preset_dir(DEFAULT_PRESET), "assets", "vocab.txt"), encoding="utf-8").read()
+    assert open(os.path.join(workdir, "vocab.txt"), encoding="utf-8").read() == shipped
+    assert trained.model_config.vocab_size == load_metadata(DEFAULT_PRESET)["vocabulary"]["size"]

@@ -54,13 +54,19 @@ def source_vocabulary(init_from: str) -> Vocabulary:
     """The vocabulary of the model a run starts from: the one every run with `init_from` encodes its captions with.
 
     Args:
-        init_from: str. `TrainConfig.init_from`: a trained work dir.
+        init_from: str. `TrainConfig.init_from`: a trained work dir, or a preset (a shipped preset's name or a
+            preset directory, `sat_tf.presets`).
 
     Raises:
-        FileNotFoundError: no such work dir, or it has no vocab.txt.
+        FileNotFoundError: no such work dir or preset, or it has no vocab.txt.
     """
+    from sat_tf import presets
+
+    if presets.is_preset(init_from) or (not os.path.isdir(init_from) and init_from in presets.list_presets()):
+        return Vocabulary.load(os.path.join(presets.preset_dir(init_from), presets.ASSETS, presets.VOCAB))
     if not os.path.isdir(init_from):
-        raise FileNotFoundError(f"train.init_from={init_from!r}: no such work dir")
+        raise FileNotFoundError(f"train.init_from={init_from!r}: no such work dir or preset (shipped presets: "
+                                f"{', '.join(presets.list_presets()) or 'none'})")
     vocabulary = wd.load_experiment(init_from).vocabulary
     if vocabulary is None:
         raise FileNotFoundError(f"{os.path.join(init_from, wd.VOCAB)} is missing: the source work dir is incomplete")
@@ -108,19 +114,20 @@ def check_compatible(target: wd.Experiment, source: wd.Experiment) -> None:
 
 
 def warm_start(captioner, target: wd.Experiment, source_workdir: str) -> str:
-    """Copies the trainable weights of `source_workdir`'s best model into `captioner` (built from `target`'s
-    model config). Returns the checkpoint path they came from.
+    """Copies the trainable weights of `source_workdir`'s best model (or of a preset's weights) into `captioner`
+    (built from `target`'s model config). Returns the checkpoint path (or weights file) they came from.
 
     Args:
         captioner: the Captioner about to be trained, every weight created (possibly under a distribution
             strategy: its variables are assigned in the cross-replica context).
         target: the Experiment of the run being started (configs and vocabulary).
-        source_workdir: str. A sat_tf work dir with a finished epoch.
+        source_workdir: str. A sat_tf work dir with a finished epoch, or a preset (name or directory).
     """
+    from sat_tf.presets import load_model
+
     check_source_path(source_workdir, target.workdir)
-    if not os.path.isdir(source_workdir):
-        raise FileNotFoundError(f"train.init_from={source_workdir!r}: no such work dir")
-    source = wd.load_captioner(source_workdir, "best")  # its configs and vocabulary too
+    source_vocabulary(source_workdir)  # a clear error where it is neither a work dir nor a preset
+    source = load_model(source_workdir, "best")  # its configs and vocabulary too
     check_compatible(target, source)
     theirs = {v.path: v for v in source.captioner.trainable_variables}
     mine = {v.path: v for v in captioner.trainable_variables}

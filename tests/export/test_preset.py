@@ -134,3 +134,21 @@ def test_preset_names_and_directories_are_checked(presets, tmp_path):
     with pytest.raises(ValueError, match="needs a hard-attention model"):
         load_preset(presets["float32"], hard_inference="argmax")
     assert all(is_preset(preset_dir(name)) for name in list_presets())
+
+
+def test_a_preset_warm_starts_a_run_with_its_weights_and_vocabulary(presets, workdir, tmp_path):
+    import dataclasses
+
+    from sat_tf.training.warm_start import source_vocabulary, warm_start
+    from sat_tf.workdir import Experiment, build_captioner
+
+    preset = load_preset(presets["float32"])
+    assert source_vocabulary(presets["float32"]) == preset.vocabulary
+    train = dataclasses.replace(preset.train_config, init_from=presets["float32"])
+    target = Experiment(str(tmp_path / "run"), preset.model_config, train, preset.data_config, preset.vocabulary)
+    captioner = build_captioner(preset.model_config, seed=5)
+    assert warm_start(captioner, target, presets["float32"]) == os.path.join(presets["float32"], WEIGHTS)
+    for mine, theirs in zip(captioner.trainable_variables, preset.captioner.trainable_variables):
+        np.testing.assert_array_equal(np.asarray(mine.value), np.asarray(theirs.value))
+    with pytest.raises(FileNotFoundError, match="no such work dir or preset"):
+        source_vocabulary(str(tmp_path / "nowhere"))
