@@ -10,6 +10,8 @@ Shapes: B images, K beams, S max length, V vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -220,3 +222,26 @@ def test_numpy_app_loop_returns_the_graph_search_with_blocking(n):
         np.testing.assert_array_equal(beams["tokens"], want["tokens"].numpy())
         np.testing.assert_array_equal(beams["lengths"], want["lengths"].numpy())
         np.testing.assert_allclose(beams["scores"], want["scores"].numpy(), rtol=1e-5)
+
+
+def test_captioner_ensemble_and_mirrored_views_pass_blocking_through():
+    """A random Captioner over 12 tokens loops; `generate` of it, of an ensemble and of its mirrored views with
+    n = 2 never repeat a bigram in any beam (the ensemble mixes soft and hard attention)."""
+    from sat_tf.config import ModelConfig
+    from sat_tf.decoding.ensemble import CaptionEnsemble
+    from sat_tf.decoding.mirrored import mirrored_inputs, with_mirrored_views
+    from sat_tf.models.captioner import Captioner
+
+    config = ModelConfig(vocab_size=12, feature_dim=8, embedding_dim=8, units=16, attention_dim=8, dropout=0.0)
+    soft = Captioner.from_model_config(config, seed=1)
+    hard = Captioner.from_model_config(dataclasses.replace(config, attention="hard"), seed=2)
+    annotations = np.random.default_rng(0).normal(size=(3, 5, 8)).astype(np.float32)  # (B, L, D)
+    mirrored = mirrored_inputs(annotations, annotations[:, ::-1])
+    free = soft.generate(annotations, beam_size=4, max_length=S, return_all_beams=True)
+    assert any(has_repeated_ngram(words, 2) for words, _ in hypotheses(free)), "the test shows nothing"
+    for decoder, inputs, beam_size in [(soft, annotations, 4), (soft, annotations, 1),
+                                       (CaptionEnsemble([soft, hard]), annotations, 4),
+                                       (with_mirrored_views(soft), mirrored, 1)]:
+        out = decoder.generate(inputs, beam_size=beam_size, max_length=S, return_all_beams=True,
+                               no_repeat_ngram_size=2)
+        assert not any(has_repeated_ngram(words, 2) for words, _ in hypotheses(out)), type(decoder).__name__
