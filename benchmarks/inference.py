@@ -10,7 +10,7 @@ What is timed, per batch size B (median of `--runs` calls after a warm-up call; 
                                  the RPC)
     tflite <variant> greedy      `caption` of captioner_<variant>.tflite on already decoded S x S pixels (what an app
                                  runs; decoding the JPEG is the app's job and not timed)
-    tflite float32 beam3 (app)   decoder_steps_float32.tflite with the numpy beam search of `export.tflite_runtime`
+    tflite float32 beam3 (app)   decoder_steps_float32.tflite with the numpy beam search of `sat_tf.lite.search`
 
 Without --workdir the model is a random-init decoder at the prototype's sizes (E = H = A = 512, V = 10000,
 EfficientNet-Lite0 stage5 at 224 px: L = 196, D = 112, captions up to 20 words) with the <end> token suppressed,
@@ -45,7 +45,7 @@ from sat_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from sat_tf.export.saved_model import export_saved_model, load_saved_model  # noqa: E402
 from sat_tf.export.source import ExportSource, load_source, source_from_models  # noqa: E402
 from sat_tf.export.tflite import VARIANTS, export_tflite  # noqa: E402
-from sat_tf.export.tflite_runtime import StepDecoder, TFLiteCaptioner  # noqa: E402
+from sat_tf.lite.runtime import StepDecoder, TFLiteCaptioner  # noqa: E402
 from sat_tf.image_decoding import decode_images  # noqa: E402
 from sat_tf.text.vocabulary import END_ID, SPECIAL_TOKENS, Vocabulary  # noqa: E402
 from sat_tf.timing import median_seconds  # noqa: E402

@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from sat_tf.decoding.beam_search import ranking_scores
+from sat_tf.decoding.ranking import ranking_scores
 from sat_tf.metrics.repetition import REPORTED_SIZES, repeat_rate
 
 COLUMNS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
@@ -86,7 +86,7 @@ def rerank(images: list[dict], length_penalty: float) -> dict[str, str]:
     equals, as beam_search's stable sort)."""
     chosen = {}
     for image in images:
-        scores = ranking_scores(image["log_probs"], image["lengths"], length_penalty).numpy()  # (K,)
+        scores = ranking_scores(image["log_probs"], image["lengths"], length_penalty)  # (K,)
         chosen[image["image_id"]] = image["captions"][int(np.argmax(scores))]
     return chosen
 

@@ -8,26 +8,13 @@ Shapes: B images, S image side, L locations, D depth, T decoded steps.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from sat_tf.captioned import Captioned
 from sat_tf.images import ImageError, load_and_resize, load_image
 from sat_tf.workdir import Experiment
-
-
-@dataclasses.dataclass
-class Captioned:
-    """One image's result: `caption` and `words`, `alpha` (T, L) per word, hard `location` (T,), or `error`."""
-
-    path: str
-    caption: str = ""
-    words: list[str] = dataclasses.field(default_factory=list)
-    alpha: np.ndarray | None = None
-    location: np.ndarray | None = None
-    log_prob: float = float("nan")
-    error: str | None = None
 
 
 class ImageCaptioner:

@@ -23,8 +23,9 @@ from __future__ import annotations
 from typing import Callable
 
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 
-NEG_INF = -1e9  # finite, so that 0 * NEG_INF never makes a NaN
+from sat_tf.decoding.ranking import NEG_INF, ranking_scores  # noqa: F401 (NEG_INF: re-exported for decoders)
 
 
 def tile_beams(x, beam_size: int):
@@ -79,7 +80,7 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         beam_size: K.
         max_length: S, the most tokens generated per hypothesis (the end token included).
         start_id, end_id, pad_id: special token ids; tokens after the end token are `pad_id`.
-        length_penalty: alpha; hypotheses are ranked by log p / length**alpha (0: plain log-probability,
+        length_penalty: alpha; hypotheses are ranked by log p / length**alpha (`sat_tf.decoding.ranking`; 0: plain log-probability,
             1: mean log-probability per token). Pruning during search uses the plain sums.
         min_length: the end token is barred before step `min_length`, so every hypothesis has at least that many
             words (0: no minimum). Unlike the penalty it acts during the search, where short captions that end
@@ -241,7 +242,7 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
 
     _, beams, histories = _while(lambda t, *_: t < max_length, pad_step, (steps_done, beams, histories))
 
-    scores = ranking_scores(log_probs, lengths, length_penalty)  # (B, K)
+    scores = ranking_scores(log_probs, lengths, length_penalty, xp=tnp)  # (B, K)
     order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)  # (B, K)
 
     # Backtracking, from the last step S-1 down to 0: beam[t] is the ancestor, among the K beams after step t, of
@@ -265,16 +266,6 @@ def beam_search(step_fn: Callable, initial_state, batch_size, beam_size: int, ma
         mask = tf.reshape(live, tf.concat([tf.shape(live), tf.ones(tf.rank(value) - 3, tf.int32)], 0))
         out[name] = _beam_major(tf.where(mask, value, tf.zeros_like(value)), k, max_length, records[name].shape[1:])
     return out
-
-
-def ranking_scores(log_probs, lengths, length_penalty: float):
-    """(..., K) scores that rank finished hypotheses: log p / length**alpha with alpha = `length_penalty` (0: plain
-    log-probability, 1: mean log-probability per token). Takes tensors or numpy arrays, returns a float32 tensor;
-    the one formula of beam search, the numpy app loop of the TFLite export and the length sweep."""
-    log_probs = tf.cast(log_probs, tf.float32)
-    if not length_penalty:
-        return log_probs
-    return log_probs / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
 
 
 def ngram_ban(prefixes, t, n: int, vocab):

@@ -3,7 +3,8 @@
     source.py          ExportSource: the trained decoder, the encoder rebuilt in front of it, vocabulary, configs
     saved_model.py     SavedModel with in-graph decoding, beam search and detokenisation (TF Serving)
     tflite.py          builtins-only TFLite models (one-call greedy; encode/step), float32/float16/int8
-    tflite_runtime.py  running them with LiteRT: greedy and beam search in numpy, as an app would
     keras_format.py    captioner.keras and encoder.keras
     __main__.py        `python -m sat_tf.export`
+
+Running the TFLite models (LiteRT, greedy and beam search in numpy, no TensorFlow) is `sat_tf.lite`.
 """

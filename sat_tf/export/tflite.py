@@ -11,8 +11,9 @@ Two models, each in three variants, with the vocabulary and config.json beside t
         encode: images (B, S, S, 3) -> annotations (B, L, D), projected (B, L, A), h (B, H), c (B, H)
         step:   tokens int32 (N,), h (N, H), c (N, H), annotations (N, L, D), projected (N, L, A)
                 -> log_probs (N, V), h (N, H), c (N, H), alpha (N, L)
-        `sat_tf.export.tflite_runtime.StepDecoder` is a reference app loop (greedy and beam search in numpy,
-        n-gram blocking included: the app passes `no_repeat_ngram_size`, config.json says the export's value).
+        `sat_tf.lite.StepDecoder` is a reference app loop (greedy and beam search in numpy, n-gram blocking
+        included: the app passes `no_repeat_ngram_size`, config.json says the export's value), and
+        `python -m sat_tf.lite caption` captions files with an export on a device without TensorFlow.
 
     variants: float32; float16 (weights stored as float16: half the file, meant for GPU delegates; on CPU the
     weights are expanded to float32 and it measured slower than float32, see benchmarks/inference.py); int8
@@ -291,7 +292,7 @@ def measure_tflite_latency(path: str, image_size: int, max_tokens: int, batch: i
         runs: int. Timed calls after one warm-up call.
         num_threads: int or None. Interpreter threads (None: LiteRT's default).
     """
-    from sat_tf.export.tflite_runtime import StepDecoder, TFLiteCaptioner
+    from sat_tf.lite.runtime import StepDecoder, TFLiteCaptioner
 
     images = np.full((batch, image_size, image_size, 3), 128.0, np.float32)
     with open(path, "rb") as f:

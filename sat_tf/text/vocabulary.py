@@ -27,6 +27,10 @@ always give the same file, byte for byte (its sha256 is `Vocabulary.checksum()`)
 A SavedModel whose graph uses these functions needs `import tensorflow_text` before `tf.saved_model.load`
 (the case folding and NFKC ops are registered by that package).
 
+TensorFlow and tensorflow-text are imported where they are used, not with this module: reading a vocabulary file
+and turning ids into words (`Vocabulary.load(...).decode(...)`) works on a device with numpy alone (the LiteRT
+runtime, `sat_tf.lite`). The graph-side tables are `sat_tf.text.vocabulary_table.VocabularyTable`.
+
 Shapes: N captions, W words per caption (ragged), T = max_length + 2 token ids per encoded caption.
 """
 
@@ -39,8 +43,6 @@ import tempfile
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_text as tf_text
 
 PAD = "<pad>"
 START = "<start>"
@@ -59,7 +61,16 @@ _EDGE_APOSTROPHES = "^'+|'+$"
 _BATCH = 65536  # captions per eager call in the Python helpers: bounds memory, keeps the op count small
 
 
+def _tensorflow():
+    """(tensorflow, tensorflow_text), imported on first use (see the module docstring)."""
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    return tf, tf_text
+
+
 def _as_string_tensor(text) -> tf.Tensor:
+    tf, _ = _tensorflow()
     text = tf.convert_to_tensor(text, dtype=tf.string)
     if text.shape.rank not in (0, 1):
         raise ValueError(f"captions must be a scalar or a 1-D string tensor, got shape {text.shape}")
@@ -68,6 +79,7 @@ def _as_string_tensor(text) -> tf.Tensor:
 
 def _clean(text: tf.Tensor) -> tf.Tensor:
     """Steps 1-5 of the module policy, elementwise on a string tensor of any shape."""
+    tf, tf_text = _tensorflow()
     text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
     text = tf.strings.regex_replace(text, _APOSTROPHES, "'")
     text = tf_text.normalize_utf8(tf_text.case_fold_utf8(text), "NFKC")
@@ -87,6 +99,7 @@ def tokenize_caption(text) -> tf.Tensor | tf.RaggedTensor:
     Returns:
         For a scalar, a 1-D string tensor (W,); for (N,), a ragged string tensor (N, None).
     """
+    tf, _ = _tensorflow()
     text = _as_string_tensor(text)
     scalar = text.shape.rank == 0
     words = tf.strings.split(_clean(tf.reshape(text, [-1])))  # (N, None)
@@ -107,6 +120,7 @@ def normalize_caption(text) -> tf.Tensor:
     Returns:
         A string tensor of the same shape as `text`.
     """
+    tf, _ = _tensorflow()
     return tf.strings.reduce_join(tokenize_caption(text), axis=-1, separator=" ")
 
 
@@ -116,6 +130,7 @@ def tokenize_captions(captions: Iterable[str]) -> list[list[str]]:
     Args:
         captions: iterable of caption strings.
     """
+    tf, _ = _tensorflow()
     captions = list(captions)
     out: list[list[str]] = []
     for begin in range(0, len(captions), _BATCH):
@@ -398,6 +413,8 @@ class Vocabulary:
 
     def table(self, name: str = "vocabulary") -> "VocabularyTable":
         """The TensorFlow version of this vocabulary (for Dataset.map and exported graphs)."""
+        from sat_tf.text.vocabulary_table import VocabularyTable
+
         return VocabularyTable(self._tokens, name=name)
 
 
@@ -410,81 +427,11 @@ def _token_problem(token: str) -> str | None:
     return None
 
 
-class VocabularyTable(tf.Module):
-    """Graph-side vocabulary: word -> id and id -> word hash tables with encode/decode in TensorFlow ops.
+def __getattr__(name: str):
+    # `sat_tf.text.vocabulary.VocabularyTable` still names the graph-side table, imported (with TensorFlow) only
+    # when asked for.
+    if name == "VocabularyTable":
+        from sat_tf.text.vocabulary_table import VocabularyTable
 
-    A tf.Module, so an exported module that holds one as an attribute saves its tables with it. The same
-    normalisation and the same rules as `Vocabulary.encode`/`decode`; ids outside the vocabulary decode to <unk>
-    (a graph cannot raise the way the Python version does).
-
-    Args:
-        tokens: every token in id order, starting with <pad>, <start>, <end>, <unk>.
-        name: module name.
-    """
-
-    def __init__(self, tokens: Sequence[str], name: str | None = None):
-        super().__init__(name=name)
-        tokens = list(tokens)
-        if tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(f"a vocabulary must start with the special tokens {SPECIAL_TOKENS}")
-        self.size = len(tokens)
-        keys = tf.constant(tokens, dtype=tf.string)
-        ids = tf.range(len(tokens), dtype=tf.int64)
-        self.word_to_id = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(keys, ids), default_value=UNK_ID, name="word_to_id")
-        self.id_to_word = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(ids, keys), default_value=UNK, name="id_to_word")
-
-    def lookup_ids(self, words):
-        """Words -> int32 ids (unk for unknown words); dense or ragged string tensor of any shape."""
-        if isinstance(words, tf.RaggedTensor):
-            return tf.ragged.map_flat_values(self.lookup_ids, words)
-        return tf.cast(self.word_to_id.lookup(tf.convert_to_tensor(words, tf.string)), tf.int32)
-
-    def lookup_words(self, ids):
-        """Ids -> words (<unk> outside the vocabulary); dense or ragged int tensor of any shape."""
-        if isinstance(ids, tf.RaggedTensor):
-            return tf.ragged.map_flat_values(self.lookup_words, ids)
-        return self.id_to_word.lookup(tf.cast(ids, tf.int64))
-
-    def encode(self, captions, max_length: int) -> tf.Tensor:
-        """Normalises and encodes captions: <start> w_1 .. w_n <end> <pad>..., n <= max_length.
-
-        Args:
-            captions: string scalar or (N,).
-            max_length: int (Python). Most words per caption, not counting <start>/<end>.
-
-        Returns:
-            int32 (T,) for a scalar, (N, T) for (N,), T = max_length + 2.
-        """
-        if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
-        captions = _as_string_tensor(captions)
-        scalar = captions.shape.rank == 0
-        words = tokenize_caption(tf.reshape(captions, [-1]))  # (N, None)
-        ids = self.lookup_ids(words)[:, :max_length]  # (N, <= max_length)
-        n = ids.nrows()
-        start = tf.fill([n, 1], START_ID)
-        end = tf.fill([n, 1], END_ID)
-        ids = tf.concat([start, ids, end], axis=1)  # ragged (N, <= T)
-        ids = ids.to_tensor(default_value=PAD_ID, shape=[None, max_length + 2])  # (N, T)
-        return ids[0] if scalar else ids
-
-    def decode(self, ids) -> tf.Tensor:
-        """Ids -> captions: stops at the first <end>, skips <pad> and <start>, joins words by spaces.
-
-        Args:
-            ids: int tensor (T,) or (N, T).
-
-        Returns:
-            string scalar for (T,), (N,) for (N, T).
-        """
-        ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)
-        if ids.shape.rank not in (1, 2):
-            raise ValueError(f"decode takes ids of shape (T,) or (N, T), got {ids.shape}")
-        after_end = tf.cumsum(tf.cast(ids == END_ID, tf.int32), axis=-1) > 0  # at or after the first <end>
-        keep = ~after_end & (ids != PAD_ID) & (ids != START_ID)
-        if ids.shape.rank == 1:
-            return tf.strings.reduce_join(tf.boolean_mask(self.lookup_words(ids), keep), separator=" ")
-        words = tf.ragged.boolean_mask(self.lookup_words(ids), keep)  # (N, None)
-        return tf.strings.reduce_join(words, axis=-1, separator=" ")
+        return VocabularyTable
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """n-gram blocking (`no_repeat_ngram_size`): with n > 0 no hypothesis of greedy, sampled or beam search ever contains
 a repeated n-gram, even where the model strongly prefers one; with n = 0 decoding is what it was; the numpy app
-loop of the TFLite export (`tflite_runtime`) blocks by the same rule and returns the graph search's beams.
+loop of the TFLite export (`sat_tf.lite.search`) blocks by the same rule and returns the graph search's beams.
 
 The decoders here are Markov language models with a random table per image that favours a short cycle of words
 (so unblocked captions loop: "c d e c d e ..."), over a vocabulary small enough that bans run out of words.
@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from sat_tf.decoding.beam_search import (NEG_INF, beam_search, block_ngrams, greedy_search, ngram_ban,
                                         tile_beams)
-from sat_tf.export import tflite_runtime
+from sat_tf.lite import search as lite_search
+from sat_tf.lite.runtime import StepDecoder
 from sat_tf.metrics.repetition import has_repeated_ngram
 from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID
 
@@ -96,7 +97,7 @@ def test_ngram_ban_in_the_graph_and_in_numpy_is_the_enumerated_rule(n):
             want[r, sorted(brute_force_ban(list(prefixes[r, :t]), n))] = True
         graph = ngram_ban(tf.constant(prefixes), tf.constant(t), n, V).numpy()
         np.testing.assert_array_equal(graph, want, err_msg=f"t={t}")
-        np.testing.assert_array_equal(tflite_runtime.ngram_ban(prefixes, t, n, V), want, err_msg=f"t={t}")
+        np.testing.assert_array_equal(lite_search.ngram_ban(prefixes, t, n, V), want, err_msg=f"t={t}")
         log_probs = rng.normal(size=(16, V)).astype(np.float32)  # beam search's in-place form of the same ban
         np.testing.assert_array_equal(block_ngrams(tf.constant(log_probs), tf.constant(prefixes), tf.constant(t), n),
                                       np.where(want, np.float32(NEG_INF), log_probs), err_msg=f"t={t}")
@@ -189,8 +190,8 @@ def test_negative_size_is_refused():
         decode(loop_tables(0, 1), 2, -1)
 
 
-class MarkovStepDecoder(tflite_runtime.StepDecoder):
-    """The app loop of `tflite_runtime` over the Markov tables instead of a TFLite model: the image index rides in
+class MarkovStepDecoder(StepDecoder):
+    """The app loop of `sat_tf.lite` over the Markov tables instead of a TFLite model: the image index rides in
     `annotations` (B, 1, 1), h and c are unused."""
 
     def __init__(self, tables: np.ndarray):

@@ -46,9 +46,8 @@ def synthetic_photo(rng: np.random.RandomState, height: int, width: int) -> np.n
     return image
 
 
-@pytest.fixture(scope="session")
-def images() -> list[bytes]:
-    """Eight encoded test images in five formats and several sizes."""
+def sample_images() -> list[bytes]:
+    """Eight encoded test images in five formats and several sizes (the `images` fixture)."""
     rng = np.random.RandomState(7)
     out = []
     for i, fmt in enumerate(FORMATS):
@@ -58,17 +57,21 @@ def images() -> list[bytes]:
     return out
 
 
-@pytest.fixture(scope="session")
-def captions() -> list[str]:
-    """The caption the tiny model learns for each test image (2 to MAX_LENGTH words)."""
+def sample_captions() -> list[str]:
+    """The caption the tiny model learns for each test image (2 to MAX_LENGTH words; the `captions` fixture)."""
     rng = np.random.RandomState(3)
     return [" ".join(rng.choice(WORDS, size=rng.randint(2, MAX_LENGTH + 1))) for _ in range(8)]
 
 
-@pytest.fixture(scope="session")
-def workdir(tmp_path_factory, images, captions) -> str:
-    """A sat_tf work dir with config.json, vocab.txt and a checkpoint of a decoder trained on the test images."""
-    path = str(tmp_path_factory.mktemp("workdir"))
+def build_workdir(path: str, images: list[bytes], captions: list[str]) -> str:
+    """Writes a sat_tf work dir at `path` (config.json, vocab.txt, a checkpoint) with a decoder trained for a few
+    seconds to caption `images` with `captions`; returns `path`. Also used outside pytest (tests/lite/make_model.py).
+
+    Args:
+        path: str. An existing, empty folder.
+        images: encoded images (`sample_images`).
+        captions: one caption per image (`sample_captions`).
+    """
     vocabulary = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", *WORDS])
     model_config = ModelConfig(vocab_size=vocabulary.size, feature_dim=112, embedding_dim=16, units=32,
                                attention_dim=16, dropout=0.0)
@@ -87,6 +90,24 @@ def workdir(tmp_path_factory, images, captions) -> str:
     assert vocabulary.decode(learnt) == captions, "the fixture model did not learn its captions"
     checkpoint_for(captioner).save(f"{path}/checkpoints/ckpt")
     return path
+
+
+@pytest.fixture(scope="session")
+def images() -> list[bytes]:
+    """Eight encoded test images in five formats and several sizes."""
+    return sample_images()
+
+
+@pytest.fixture(scope="session")
+def captions() -> list[str]:
+    """The caption the tiny model learns for each test image (2 to MAX_LENGTH words)."""
+    return sample_captions()
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory, images, captions) -> str:
+    """A sat_tf work dir with config.json, vocab.txt and a checkpoint of a decoder trained on the test images."""
+    return build_workdir(str(tmp_path_factory.mktemp("workdir")), images, captions)
 
 
 @pytest.fixture(scope="session")

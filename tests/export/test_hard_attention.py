@@ -11,7 +11,7 @@ import tensorflow as tf
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig
 from sat_tf.export.source import source_from_models
 from sat_tf.export.tflite import convert, inference_captioner, tflite_functions
-from sat_tf.export.tflite_runtime import StepDecoder
+from sat_tf.lite.runtime import StepDecoder
 from sat_tf.models.encoder import build_encoder
 from sat_tf.text.vocabulary import SPECIAL_TOKENS, Vocabulary
 from sat_tf.workdir import build_captioner

@@ -72,7 +72,7 @@ def test_saved_model_signatures_block_as_the_python_decoder(source, images, anno
 
 def test_tflite_caption_and_app_loop_block_as_the_python_decoder(source, pixels, annotations, blocked, tmp_path):
     from sat_tf.export.tflite import export_tflite, op_names
-    from sat_tf.export.tflite_runtime import StepDecoder, TFLiteCaptioner
+    from sat_tf.lite.runtime import StepDecoder, TFLiteCaptioner
 
     artifacts = export_tflite(source, str(tmp_path), variants=("float32",), measure_latency=False, verbose=False,
                               no_repeat_ngram_size=N)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from sat_tf.export.tflite import MODELS, VARIANTS, op_names
-from sat_tf.export.tflite_runtime import StepDecoder, TFLiteCaptioner
+from sat_tf.lite.runtime import StepDecoder, TFLiteCaptioner
 from sat_tf.image_decoding import decode_images
 from sat_tf.text.vocabulary import Vocabulary
 from tests.export.conftest import IMAGE_SIZE, MAX_LENGTH
@@ -113,7 +113,7 @@ def test_quantised_variants_mostly_agree_with_float32(tflite_export, pixels):
 
 
 def test_top_k_follows_tf_math_top_k_including_ties():
-    from sat_tf.export.tflite_runtime import top_k
+    from sat_tf.lite.search import top_k
 
     rng = np.random.RandomState(0)
     values = np.round(rng.randn(50, 40), 1).astype(np.float32)  # many exact ties
