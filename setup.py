@@ -28,6 +28,9 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "export": ["ai-edge-litert==2.3.0", "tensorflow-serving-api==2.21.0"],
     "test": ["pytest>=8", "hypothesis>=6"],
+    # What a device needs to caption with a TFLite export (`python -m sat_tf.lite`): no TensorFlow. pip always adds
+    # INSTALL_REQUIRES, so a device installs sat_tf with --no-deps and these by name (docs/serving.md).
+    "lite": ["numpy>=1.26,<3", "pillow>=10", "ai-edge-litert==2.3.0"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
