@@ -15,28 +15,46 @@ extracted from, without Python. `decode_image` does what `sat_tf.images.load_and
     animated WebP                    *  refused: TensorFlow's WebP decoder corrupts memory on it (seen crashing the
                                         process with TF 2.21); send a still image
     TIFF, HEIF/AVIF, JPEG XL, other  *  refused with the format named (Pillow reads TIFF; convert it client-side)
-    zero bytes, not an image            InvalidArgumentError "image_bytes[i]: empty (0 bytes)" / "...: not a JPEG,
-                                        PNG, GIF, BMP or WebP image (first bytes: [...])"
-    truncated / corrupt                 InvalidArgumentError from the decoder ("Invalid JPEG data", "Invalid PNG
-                                        data", ...)
-    more than max_pixels                InvalidArgumentError "...: too large: W x H pixels" before decoding
+    zero bytes, not an image            refused: "empty (0 bytes)" / "not an image (JPEG, PNG, GIF, BMP or WebP
+                                        expected)" (`decode_image` adds the first bytes)
+    truncated / corrupt                 refused by the decoder: "truncated JPEG" where the file lacks its format's
+                                        ending (JPEG EOI, PNG IEND, GIF trailer, BMP / RIFF size), else "corrupt
+                                        PNG", ...
+    more than max_pixels                refused from the header, before decoding: "too large: W x H pixels ..."
 
-Every refusal is an `InvalidArgumentError` raised by a `tf.debugging.Assert` (or the decode op) before any large
-allocation, so a server answers the request with INVALID_ARGUMENT and keeps running. Differences from Pillow that
-remain: GIF transparency is not composited, and the PNG eXIf chunk is ignored (only JPEG orientation is read).
+Two ways to refuse. `decode_image` / `decode_images` (one image, or a whole batch that must be good) raise an
+`InvalidArgumentError` from a `tf.debugging.Assert` (or the decode op) before any large allocation, naming the
+element (`image_bytes[i]: empty (0 bytes)`; the decoder's own words, "Invalid JPEG data", for truncated or corrupt
+bytes). `decode_rows` (what the SavedModel's image signatures run) never raises for the content of an image: it
+decodes the good rows and returns an error string per row, "image i: <reason>", so a bad image in a batch fails only
+its own row. Either way a server keeps running. Differences from Pillow that remain: GIF transparency is not
+composited, and the PNG eXIf chunk is ignored (only JPEG orientation is read).
 
 Then `sat_tf.images.resize_image` (the "squash" resize policy) brings the image to S x S, float32 in 0..255.
 
-Shapes: B batch, H, W decoded height and width, C decoded channels (1-4), S the encoder's square input side.
+Shapes: B batch, G the rows of a batch that decoded, H, W decoded height and width, C decoded channels (1-4), S the
+encoder's square input side.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
 from sat_tf.images import DEFAULT_MAX_PIXELS, resize_image
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
+# Row codes of `decode_rows`: why a row of a batch was not decoded (0: it was).
+DECODED, EMPTY, NOT_AN_IMAGE, TIFF, HEIF, JPEG_XL, ANIMATED_WEBP, TOO_LARGE, UNDECODABLE = range(9)
+_REASONS = {  # what a client is told (TOO_LARGE and UNDECODABLE are composed per row in `_row_errors`)
+    EMPTY: "empty (0 bytes)",
+    NOT_AN_IMAGE: "not an image (JPEG, PNG, GIF, BMP or WebP expected)",
+    TIFF: "TIFF is not supported by the in-graph decoder; send JPEG or PNG",
+    HEIF: "HEIF/AVIF/MP4 is not supported; send JPEG or PNG",
+    JPEG_XL: "JPEG XL is not supported; send JPEG or PNG",
+    ANIMATED_WEBP: "animated WebP is not supported; send a still image (JPEG, PNG or a still WebP)",
+}
 _HEADER_BYTES = 131072  # JPEG APP segments (EXIF included) sit at the start; APP1 is at most 64 KB
 _PAD = 64  # zero bytes after the header so that fixed-offset reads past a short file stay in range
 _MAX_SEGMENTS = 32  # JPEG marker segments walked looking for EXIF before giving up
@@ -189,6 +207,52 @@ def _to_rgb(image: tf.Tensor) -> tf.Tensor:
     ])
 
 
+def _inspect(data: tf.Tensor):
+    """What the first bytes of one encoded image say, without decoding it (no op here can fail).
+
+    Returns:
+        raw: int64 (N + pad,), the header bytes (see `_header`).
+        kind: {format: bool scalar} for SUPPORTED_FORMATS.
+        refusal: int32 scalar, the first row code (see `decode_rows`) that refuses the bytes from their header
+            (EMPTY, an unsupported format, NOT_AN_IMAGE), or DECODED where they may be decoded.
+    """
+    raw = _header(data)  # (N + pad,)
+    kind = {
+        "JPEG": _matches(raw, 0, b"\xff\xd8\xff"),
+        "PNG": _matches(raw, 0, b"\x89PNG\r\n\x1a\n"),
+        "GIF": _matches(raw, 0, b"GIF87a") | _matches(raw, 0, b"GIF89a"),
+        "BMP": _matches(raw, 0, b"BM"),
+        "WebP": _matches(raw, 0, b"RIFF") & _matches(raw, 8, b"WEBP"),
+    }
+    known = tf.reduce_any(tf.stack(list(kind.values())))
+    unsupported = {  # recognised formats the in-graph decoders cannot (or must not) read
+        TIFF: _matches(raw, 0, b"II*\x00") | _matches(raw, 0, b"MM\x00*"),
+        HEIF: _matches(raw, 4, b"ftyp"),
+        JPEG_XL: _matches(raw, 0, b"\xff\x0a") | _matches(raw, 4, b"JXL "),
+        # VP8X flag bit 1: animation. TensorFlow's WebP decoder corrupts the heap on animated WebP.
+        ANIMATED_WEBP: kind["WebP"] & _matches(raw, 12, b"VP8X") & tf.equal(tf.bitwise.bitwise_and(raw[20], 2), 2),
+    }
+    refusal = tf.where(known, DECODED, NOT_AN_IMAGE)  # checked in the strict decoder's order: the first one wins
+    for code in sorted(unsupported, reverse=True):
+        refusal = tf.where(unsupported[code], code, refusal)
+    refusal = tf.where(tf.strings.length(data) > 0, refusal, EMPTY)
+    return raw, kind, tf.cast(refusal, tf.int32)
+
+
+def _decode_known(data: tf.Tensor, raw: tf.Tensor, kind: dict[str, tf.Tensor], width_height: tf.Tensor,
+                  size: int | None) -> tf.Tensor:
+    """Decodes bytes of a supported format (checked) to RGB uint8 (H, W, 3), or float32 (S, S, 3) with `size`."""
+    gray16 = kind["PNG"] & tf.equal(raw[24], 16) & tf.equal(raw[25], 0)  # IHDR bit depth 16, colour type 0
+    image = tf.cond(
+        kind["JPEG"],
+        lambda: _orient(_decode_jpeg(data, width_height[0], width_height[1], size), _exif_orientation(raw)),
+        lambda: _decode_other(data, gray16))
+    image = _to_rgb(image)  # (H, W, 3) uint8
+    if size is None:
+        return image
+    return resize_image(image, size)  # (S, S, 3)
+
+
 def decode_image(data, size: int | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS, name=None) -> tf.Tensor:
     """Decodes one encoded image (and resizes it) as `sat_tf.images.load_and_resize` does, in TensorFlow ops.
 
@@ -207,28 +271,12 @@ def decode_image(data, size: int | None = None, *, max_pixels: int = DEFAULT_MAX
     """
     data = tf.convert_to_tensor(data, tf.string)
     label = tf.constant("image_bytes") if name is None else tf.convert_to_tensor(name, tf.string)
-    raw = _header(data)  # (N + pad,)
-    kind = {
-        "JPEG": _matches(raw, 0, b"\xff\xd8\xff"),
-        "PNG": _matches(raw, 0, b"\x89PNG\r\n\x1a\n"),
-        "GIF": _matches(raw, 0, b"GIF87a") | _matches(raw, 0, b"GIF89a"),
-        "BMP": _matches(raw, 0, b"BM"),
-        "WebP": _matches(raw, 0, b"RIFF") & _matches(raw, 8, b"WEBP"),
-    }
-    known = tf.reduce_any(tf.stack(list(kind.values())))
-    unsupported = [  # recognised formats the in-graph decoders cannot (or must not) read
-        (_matches(raw, 0, b"II*\x00") | _matches(raw, 0, b"MM\x00*"), "TIFF is not supported by the in-graph "
-                                                                        "decoder; send JPEG or PNG"),
-        (_matches(raw, 4, b"ftyp"), "HEIF/AVIF/MP4 is not supported; send JPEG or PNG"),
-        (_matches(raw, 0, b"\xff\x0a") | _matches(raw, 4, b"JXL "), "JPEG XL is not supported; send JPEG or PNG"),
-        # VP8X flag bit 1: animation. TensorFlow's WebP decoder corrupts the heap on animated WebP.
-        (kind["WebP"] & _matches(raw, 12, b"VP8X") & tf.equal(tf.bitwise.bitwise_and(raw[20], 2), 2),
-         "animated WebP is not supported; send a still image (JPEG, PNG or a still WebP)"),
-    ]
-    checks = [tf.debugging.Assert(tf.strings.length(data) > 0, [tf.strings.join([label, ": empty (0 bytes)"])])]
-    for bad, reason in unsupported:
-        checks.append(tf.debugging.Assert(tf.logical_not(bad), [tf.strings.join([label, ": ", reason])]))
-    checks.append(tf.debugging.Assert(known, [tf.strings.join([
+    raw, kind, refusal = _inspect(data)
+    checks = [tf.debugging.Assert(tf.not_equal(refusal, EMPTY), [tf.strings.join([label, ": empty (0 bytes)"])])]
+    for code in (TIFF, HEIF, JPEG_XL, ANIMATED_WEBP):
+        checks.append(tf.debugging.Assert(tf.not_equal(refusal, code),
+                                          [tf.strings.join([label, ": ", _REASONS[code]])]))
+    checks.append(tf.debugging.Assert(tf.not_equal(refusal, NOT_AN_IMAGE), [tf.strings.join([
         label, ": not a JPEG, PNG, GIF, BMP or WebP image (first bytes: ",
         tf.strings.format("{}", raw[:8], summarize=8), ")"])]))
     with tf.control_dependencies(checks):
@@ -239,15 +287,7 @@ def decode_image(data, size: int | None = None, *, max_pixels: int = DEFAULT_MAX
         f" pixels is more than max_pixels={max_pixels}"])])
     with tf.control_dependencies([too_large]):
         data = tf.identity(data)
-    gray16 = kind["PNG"] & tf.equal(raw[24], 16) & tf.equal(raw[25], 0)  # IHDR bit depth 16, colour type 0
-    image = tf.cond(
-        kind["JPEG"],
-        lambda: _orient(_decode_jpeg(data, width_height[0], width_height[1], size), _exif_orientation(raw)),
-        lambda: _decode_other(data, gray16))
-    image = _to_rgb(image)  # (H, W, 3) uint8
-    if size is None:
-        return image
-    return resize_image(image, size)  # (S, S, 3)
+    return _decode_known(data, raw, kind, width_height, size)
 
 
 def decode_images(data, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image_bytes") -> tf.Tensor:
@@ -271,3 +311,140 @@ def decode_images(data, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, name
         return decode_image(element, size, max_pixels=max_pixels, name=label)
 
     return tf.map_fn(one, (indices, data), fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+
+
+class RowDecoding(NamedTuple):
+    """`decode_rows`' answer for a batch of B encoded images, G of which decoded.
+
+    Args:
+        rows: int32 (G,). The batch indices of the decoded images, ascending.
+        images: tuple of float32 (G, S, S, 3) in 0..255, one per requested size, in the order of `sizes`.
+        errors: string (B,). "" for a decoded row, else "image i: <reason>" (i the row's index from 0).
+    """
+
+    rows: tf.Tensor
+    images: tuple
+    errors: tf.Tensor
+
+
+def decode_rows(data, sizes: Sequence[int], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> RowDecoding:
+    """A batch of encoded images -> the decoded ones and an error per row: a bad image fails only its own row.
+
+    Each row is decoded exactly as `decode_image` decodes it (the same ops, so the same pixels), once per size.
+    Rows that the header refuses (empty, not an image, TIFF / HEIF / JPEG XL, animated WebP, more than
+    `max_pixels`) never reach a decoder. Bytes that a decoder refuses (truncated or corrupt data) cannot be told in
+    advance, and a graph cannot catch an op error, except tf.data: the whole batch is decoded as one dataset
+    element whose errors are ignored, and only where that element fails is every row decoded as its own element,
+    so the rows whose element is missing are the undecodable ones. A batch of good images thus pays one dataset
+    element, not B.
+
+    Args:
+        data: string (B,). Encoded images.
+        sizes: S of every encoder input, distinct (an ensemble may have several).
+        max_pixels: int. Larger images (by their header) fail their row before decoding.
+
+    Returns:
+        RowDecoding: the decoded rows, their images per size, and an error string per row.
+    """
+    data = tf.convert_to_tensor(data, tf.string)
+    sizes = tuple(int(s) for s in sizes)
+    batch = tf.shape(data)[0]
+    specs = (tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64),
+             tuple(tf.TensorSpec([s, s, 3], tf.float32) for s in sizes))
+
+    def whole(images):  # (B,) -> codes (B,), width_height (B, 2), rows (G,), images (G, S, S, 3) per size
+        codes, width_height, decoded = tf.map_fn(lambda x: _decode_row(x, sizes, max_pixels), images,
+                                                 fn_output_signature=specs)
+        rows = tf.cast(tf.reshape(tf.where(tf.equal(codes, DECODED)), [-1]), tf.int32)  # (G,)
+        every = tf.equal(tf.size(rows), batch)
+        decoded = tuple(tf.cond(every, lambda x=x: x, lambda x=x: tf.gather(x, rows)) for x in decoded)
+        return codes, width_height, rows, decoded
+
+    def scattered(index, codes, width_height, decoded):  # the rows that decoded, each its own element
+        kept = tf.equal(codes, DECODED)  # (G',) rows the header refused come back too, with a blank image
+        all_codes = tf.tensor_scatter_nd_update(tf.fill([batch], UNDECODABLE), index[:, None], codes)  # (B,)
+        all_sizes = tf.tensor_scatter_nd_update(tf.zeros([batch, 2], tf.int64), index[:, None], width_height)
+        return (all_codes, all_sizes, tf.boolean_mask(index, kept),
+                tuple(tf.boolean_mask(x, kept) for x in decoded))
+
+    def nothing(_):  # every row undecodable (made only where reached)
+        return (tf.fill([batch], UNDECODABLE), tf.zeros([batch, 2], tf.int64), tf.zeros([0], tf.int32),
+                tuple(tf.zeros([0, s, s, 3]) for s in sizes))
+
+    first = tf.data.Dataset.from_tensors(data).map(whole).ignore_errors()
+    one_by_one = (tf.data.Dataset.from_tensor_slices((tf.range(batch), data))
+                  .map(lambda i, x: (i, *_decode_row(x, sizes, max_pixels))).ignore_errors()
+                  .batch(tf.cast(tf.maximum(batch, 1), tf.int64)).map(scattered))
+    fallback = tf.data.Dataset.range(1).map(nothing)
+    # Lazy: `one_by_one` only runs where `first` yielded nothing, `fallback` where neither did.
+    codes, width_height, rows, images = first.concatenate(one_by_one).concatenate(fallback).take(1) \
+        .get_single_element()
+    rows.set_shape([None])
+    for image, s in zip(images, sizes):
+        image.set_shape([None, s, s, 3])
+    return RowDecoding(rows, tuple(images), _row_errors(data, codes, width_height, max_pixels))
+
+
+def _decode_row(data: tf.Tensor, sizes: tuple[int, ...], max_pixels: int):
+    """One row of `decode_rows`: (code int32 (), width_height int64 (2,), float32 (S, S, 3) per size).
+
+    Raises only where a decoder refuses the bytes (truncated or corrupt data); every other refusal is a code, with
+    blank images, and skips the decoders.
+    """
+    raw, kind, refusal = _inspect(data)
+    blank = tuple(tf.zeros([s, s, 3]) for s in sizes)
+
+    def measured():
+        width_height = _dimensions(data, raw, kind)  # (2,) (libjpeg's header parser may refuse a broken JPEG)
+        return tf.cond(
+            width_height[0] * width_height[1] > max_pixels,
+            lambda: (tf.constant(TOO_LARGE), width_height, blank),
+            lambda: (tf.constant(DECODED), width_height,
+                     tuple(_decode_known(data, raw, kind, width_height, s) for s in sizes)))
+
+    return tf.cond(tf.equal(refusal, DECODED), measured, lambda: (refusal, tf.zeros([2], tf.int64), blank))
+
+
+def _row_errors(data: tf.Tensor, codes: tf.Tensor, width_height: tf.Tensor, max_pixels: int) -> tf.Tensor:
+    """string (B,): "" where codes is DECODED, else "image i: reason".
+
+    Undecodable bytes are called truncated where the file lacks its format's ending (JPEG's EOI marker, PNG's IEND
+    chunk, GIF's trailer byte, or fewer bytes than the BMP / RIFF header's file size), else corrupt.
+    """
+    length = tf.strings.length(data)  # (B,)
+    padded = tf.strings.join([data, "\0" * 16])  # reads past a short file's end give zero bytes
+
+    def starts(position: int, signature: bytes):
+        return tf.equal(tf.strings.substr(padded, position, len(signature)), signature)  # (B,)
+
+    def ends(signature: bytes):
+        return (length >= len(signature)) & tf.equal(
+            tf.strings.substr(data, tf.maximum(length - len(signature), 0), tf.fill(tf.shape(data),
+                                                                                     len(signature))), signature)
+
+    def uint32_le(position: int):
+        parts = tf.io.decode_raw(tf.strings.substr(padded, position, 4), tf.uint8)  # (B, 4)
+        parts = tf.cast(tf.reshape(parts, [-1, 4]), tf.int64)  # (B, 4) also where B = 0
+        return tf.reduce_sum(parts * tf.constant([1, 256, 256 ** 2, 256 ** 3], tf.int64), axis=-1)  # (B,)
+
+    file_size = tf.cast(length, tf.int64)  # (B,)
+    formats = [  # (name, is this format, is the file complete)
+        ("JPEG", starts(0, b"\xff\xd8\xff"), ends(b"\xff\xd9")),
+        ("PNG", starts(0, b"\x89PNG\r\n\x1a\n"), ends(b"IEND\xaeB`\x82")),
+        ("GIF", starts(0, b"GIF87a") | starts(0, b"GIF89a"), ends(b"\x3b")),
+        ("BMP", starts(0, b"BM"), uint32_le(2) <= file_size),
+        ("WebP", starts(0, b"RIFF") & starts(8, b"WEBP"), uint32_le(4) + 8 <= file_size),
+    ]
+    name, complete = tf.fill(tf.shape(data), "image"), tf.ones(tf.shape(data), tf.bool)
+    for fmt, matches, whole in reversed(formats):
+        name = tf.where(matches, fmt, name)
+        complete = tf.where(matches, whole, complete)
+    undecodable = tf.strings.join([tf.where(complete, "corrupt ", "truncated "), name])  # (B,)
+    too_large = tf.strings.join(["too large: ", tf.strings.as_string(width_height[:, 0]), " x ",
+                                 tf.strings.as_string(width_height[:, 1]),
+                                 f" pixels is more than max_pixels={max_pixels}"])  # (B,)
+    fixed = tf.gather(tf.constant([_REASONS.get(code, "") for code in range(UNDECODABLE + 1)]), codes)  # (B,)
+    reason = tf.where(tf.equal(codes, TOO_LARGE), too_large, tf.where(tf.equal(codes, UNDECODABLE), undecodable,
+                                                                      fixed))
+    labelled = tf.strings.join(["image ", tf.strings.as_string(tf.range(tf.size(codes))), ": ", reason])
+    return tf.where(tf.equal(codes, DECODED), "", labelled)

@@ -20,6 +20,11 @@ Signatures (tag `serve`, method `tensorflow/serving/predict`):
     int32 (B,) (tokens up to and including <end>), scores float32 (B,) (the beam's ranking score), log_probs
     float32 (B,), alpha float32 (B, S, L) (attention maps per step, zero after <end>; reshape L to the grid in
     config.json), and for hard attention location int32 (B, S).
+    The two image signatures add error string (B,): "" where the row was captioned, else "image i: <reason>"
+    (`sat_tf.image_decoding.decode_rows`). A bad image fails only its own row: its caption is "", its tokens
+    <pad> (0), lengths, scores and log_probs 0, alpha and location zeros, and the other rows get the outputs they
+    get without it, to the bit (only the decoded rows run through the encoder and the search). A request never
+    fails for the content of its images.
 
 Every signature decodes with the n-gram blocking fixed at export (`no_repeat_ngram_size`, recorded in config.json
 both under `export` and as the `train` config's value).
@@ -33,7 +38,8 @@ autograph and the decoding `tf.while_loop`s trace the same way as in `Captioner.
 needs tensorflow-text (the stock `tensorflow/serving` image runs it), but importing tensorflow_text before loading
 is harmless and keeps the habit that other sat_tf graphs need.
 
-Shapes: B batch, S = max tokens (TrainConfig.max_length + 1), L locations, D depth, K beams.
+Shapes: B batch, G the rows of B that decoded, S = max tokens (TrainConfig.max_length + 1), L locations, D depth,
+K beams, P the encoder's image side.
 """
 
 from __future__ import annotations
@@ -48,13 +54,14 @@ import tensorflow as tf
 
 from sat_tf.export.source import (CONFIG, ExportSource, export_config, with_decoding, write_config,
                                   write_vocabulary)
-from sat_tf.image_decoding import decode_images
+from sat_tf.image_decoding import decode_rows
 from sat_tf.images import DEFAULT_MAX_PIXELS
 from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID, UNK
 
 INPUT_BYTES = "image_bytes"
 INPUT_FEATURES = "annotations"
 OUTPUTS = ("captions", "tokens", "lengths", "scores", "log_probs", "alpha")
+ERROR = "error"  # the image signatures' per-row error string ("" where the row was captioned)
 METHOD_NAME = "tensorflow/serving/predict"
 TAG = "serve"
 
@@ -96,7 +103,7 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
         detokenizer: Detokenizer built from the vocabulary file.
         beam_size: int. K of `serving_default` and `from_features`.
         length_penalty: float. See `sat_tf.decoding.beam_search.beam_search`.
-        max_pixels: int. Bigger images are refused before decoding (see `sat_tf.image_decoding`).
+        max_pixels: int. Bigger images fail their row before decoding (see `sat_tf.image_decoding`).
         no_repeat_ngram_size: int. n-gram blocking of every signature (0: off; `beam_search`).
 
     Returns:
@@ -118,17 +125,27 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
             result["location"] = out["location"]
         return result
 
-    def encode(image_bytes):
-        resized, photo, mirrored = {}, [], []
+    sizes = list(dict.fromkeys(spec.image_size for spec in specs))  # decode once per input size
+
+    def caption_images(image_bytes, k: int):
+        # Only the rows that decoded run through the encoder and the search, so a good row's outputs are those of
+        # the same good rows sent without the bad ones, to the bit; the bad rows get filler (`_scatter_rows`).
+        decoded = decode_rows(image_bytes, sizes, max_pixels=max_pixels)  # G of B rows, (G, P, P, 3) per size
+        count = tf.size(decoded.rows)  # G
+        photo, mirrored = [], []
         for encoder, spec in zip(source.encoders, specs):
-            if spec.image_size not in resized:  # decode once per input size
-                resized[spec.image_size] = decode_images(image_bytes, spec.image_size, max_pixels=max_pixels,
-                                                         name=INPUT_BYTES)  # (B, S, S, 3)
-            images = resized[spec.image_size]
-            photo.append(encoder(images, training=False))  # (B, L_i, D_i)
+            images = decoded.images[sizes.index(spec.image_size)]  # (G, P, P, 3)
+            # With no good row the model runs on one blank image whose outputs are dropped: the encoder cannot run
+            # on an empty batch (oneDNN's batch norm refuses it).
+            images = tf.cond(count > 0, lambda x=images: x, lambda s=spec.image_size: tf.zeros([1, s, s, 3]))
+            photo.append(encoder(images, training=False))  # (max(G, 1), L_i, D_i)
             if source.mirror:
                 mirrored.append(encoder(tf.reverse(images, axis=[2]), training=False))  # columns reversed
-        return _decoder_inputs(photo, mirrored, source.mirror)
+        out = caption(_decoder_inputs(photo, mirrored, source.mirror), k)  # (max(G, 1), ...) each
+        batch = tf.shape(image_bytes)[0]
+        out = {name: _scatter_rows(value[:count], decoded.rows, batch) for name, value in out.items()}  # (B, ...)
+        out[ERROR] = decoded.errors  # (B,)
+        return out
 
     bytes_spec = tf.TensorSpec([None], tf.string, name=INPUT_BYTES)
     names = feature_input_names(source)
@@ -137,11 +154,11 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
 
     @tf.function(input_signature=[bytes_spec])
     def serving_default(image_bytes):
-        return caption(encode(image_bytes), beam_size)
+        return caption_images(image_bytes, beam_size)
 
     @tf.function(input_signature=[bytes_spec])
     def greedy(image_bytes):
-        return caption(encode(image_bytes), 1)
+        return caption_images(image_bytes, 1)
 
     @tf.function(input_signature=features_specs)
     def from_features(*annotations):  # annotations[, annotations_1, ...][, annotations_mirrored, ...]
@@ -160,6 +177,21 @@ def feature_input_names(source: ExportSource) -> list[str]:
     names = [INPUT_FEATURES + (f"_{i}" if i else "") for i in range(len(source.encoder_specs))]
     return names + ([name.replace(INPUT_FEATURES, INPUT_FEATURES + "_mirrored", 1) for name in names]
                     if source.mirror else [])
+
+
+def _scatter_rows(values: tf.Tensor, rows: tf.Tensor, batch) -> tf.Tensor:
+    """The outputs of the G decoded rows put back at their batch indices: (G, ...) -> (B, ...), every other row
+    zero ("" for strings, 0 = <pad> for token ids).
+
+    Args:
+        values: (G, ...), one row per decoded image.
+        rows: int32 (G,), their indices in the batch.
+        batch: int32 scalar, B.
+    """
+    count = tf.shape(values)[0]  # G
+    filler = tf.zeros(tf.concat([[1], tf.shape(values)[1:]], 0), values.dtype)  # (1, ...) the failed rows' value
+    position = tf.tensor_scatter_nd_update(tf.fill([batch], count), rows[:, None], tf.range(count))  # (B,)
+    return tf.gather(tf.concat([values, filler], 0), position)  # (B, ...)
 
 
 def _decoder_inputs(photo: list, mirrored: list, mirror: bool):
@@ -183,7 +215,7 @@ def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf",
         version: int. Version subdirectory (TF Serving serves the highest).
         beam_size: int. K, fixed at export time.
         length_penalty: float. Ranking score log p / length**alpha (0: plain log-probability).
-        max_pixels: int. Requests with bigger images are refused with INVALID_ARGUMENT before decoding.
+        max_pixels: int. Bigger images fail their row ("too large") before decoding.
         overwrite: bool. Replace an existing version directory instead of failing.
         no_repeat_ngram_size: int. n-gram blocking, fixed at export time (0: off).
 
@@ -215,7 +247,8 @@ def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf",
             length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size, max_pixels=max_pixels,
             signatures={endpoint: {"inputs": feature_input_names(source) if endpoint == "from_features"
                                    else [INPUT_BYTES],
-                                   "outputs": list(OUTPUTS) + (["location"] if source.decoder().is_hard else []),
+                                   "outputs": list(OUTPUTS) + (["location"] if source.decoder().is_hard else [])
+                                   + ([] if endpoint == "from_features" else [ERROR]),
                                    "beam_size": 1 if endpoint == "greedy" else beam_size}
                         for endpoint in functions},
             tag=TAG, method_name=METHOD_NAME)

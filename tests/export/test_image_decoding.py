@@ -1,5 +1,6 @@
-"""In-graph image decoding (sat_tf/image_decoding.py) gives the Pillow pipeline's pixels, and refuses bad bytes
-with an InvalidArgumentError that names the input and the problem."""
+"""In-graph image decoding (sat_tf/image_decoding.py) gives the Pillow pipeline's pixels; the strict decoder refuses bad
+bytes with an InvalidArgumentError that names the input and the problem, and the per-row decoder (`decode_rows`) fails
+only the bad rows of a batch, with the reason."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sat_tf.image_decoding import decode_image, decode_images
+from sat_tf.image_decoding import decode_image, decode_images, decode_rows
 from sat_tf.images import load_and_resize, load_image
 from tests.export.conftest import encode_image, synthetic_photo
 
@@ -151,3 +152,82 @@ def test_corrupted_files_raise_invalid_argument_and_never_crash_the_process():
         except tf.errors.InvalidArgumentError:
             outcomes["refused"] += 1
     assert outcomes["refused"] > 40, outcomes
+
+
+# Per-row decoding (`decode_rows`, what the image signatures run) ----------------------------------------------------
+
+ROW_ERRORS = {  # the per-row answer to each of BAD
+    "empty": "empty (0 bytes)",
+    "text": "not an image (JPEG, PNG, GIF, BMP or WebP expected)",
+    "tiff": "TIFF is not supported by the in-graph decoder; send JPEG or PNG",
+    "animated webp": "animated WebP is not supported; send a still image (JPEG, PNG or a still WebP)",
+    "truncated jpeg": "truncated JPEG",
+    "truncated png": "truncated PNG",
+    "png header claims 100000 x 100000": "too large: 100000 x 100000 pixels is more than max_pixels=250000000",
+}
+rows_at = tf.function(lambda x: decode_rows(x, [SIZE, 32]), input_signature=[tf.TensorSpec([None], tf.string)])
+strict_at = {size: tf.function(lambda x, size=size: decode_image(x, size),
+                               input_signature=[tf.TensorSpec([], tf.string)]) for size in (SIZE, 32)}
+
+
+def test_decode_rows_gives_decode_image_pixels_with_or_without_bad_rows():
+    """The good rows' pixels are `decode_image`'s to the bit, at every size, whether the batch decodes as one
+    element (all good) or row by row (a bad row present)."""
+    good = [CASES[case]() for case in CASES]
+    for batch in (good, [b""] + good[:5] + [b"\xff\xd8\xff junk"] + good[5:]):
+        out = rows_at(tf.constant(batch))
+        rows = out.rows.numpy()
+        assert list(rows) == [i for i, data in enumerate(batch) if data in good]
+        assert [bool(e) for e in out.errors.numpy()] == [i not in rows for i in range(len(batch))]
+        for k, i in enumerate(rows):
+            for images, size in zip(out.images, (SIZE, 32)):
+                np.testing.assert_array_equal(images[k].numpy(), strict_at[size](batch[i]).numpy())
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_decode_rows_names_each_bad_row_and_decodes_the_others(case):
+    data, _ = BAD[case]
+    data = data() if callable(data) else data
+    good = encode_image(_photo(), "PNG")
+    out = rows_at(tf.constant([good, good, data, good]))
+    assert [e.decode() for e in out.errors.numpy()] == ["", "", f"image 2: {ROW_ERRORS[case]}", ""]
+    assert list(out.rows.numpy()) == [0, 1, 3] and out.images[0].shape == (3, SIZE, SIZE, 3)
+
+
+def test_decode_rows_of_nothing_and_of_only_bad_rows():
+    out = rows_at(tf.constant([], tf.string))
+    assert out.errors.shape == (0,) and out.rows.shape == (0,) and out.images[0].shape == (0, SIZE, SIZE, 3)
+    out = rows_at(tf.constant([b"", b"GIF89a"]))
+    assert [e.decode() for e in out.errors.numpy()] == ["image 0: empty (0 bytes)", "image 1: truncated GIF"]
+    assert out.rows.shape == (0,) and out.images[1].shape == (0, 32, 32, 3)
+
+
+def test_decode_rows_fails_exactly_the_rows_decode_image_refuses():
+    """Flipped bytes, truncations and garbage after a valid signature in one batch: never an exception, and a row
+    fails exactly where the strict decoder refuses the same bytes alone."""
+    rng = np.random.RandomState(1)
+    valid = [encode_image(_photo(40, 50, seed=3), fmt, **kwargs) for fmt, kwargs in
+             [("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {}), ("WEBP", {"lossless": True})]]
+    batch = []
+    for i in range(48):
+        data = bytearray(valid[i % len(valid)])
+        if i % 3 == 0:
+            for _ in range(rng.randint(1, 20)):
+                data[rng.randint(0, len(data))] = rng.randint(0, 256)
+        elif i % 3 == 1:
+            data = data[:rng.randint(1, len(data))]
+        else:
+            data = data[:16] + bytearray(rng.randint(0, 256, rng.randint(0, 3000)).astype(np.uint8).tobytes())
+        batch.append(bytes(data))
+    out = tf.function(lambda x: decode_rows(x, [32]))(tf.constant(batch))
+    refused = []
+    for i, data in enumerate(batch):
+        try:
+            pixels = strict_at[32](data).numpy()  # (32, 32, 3)
+        except tf.errors.InvalidArgumentError:
+            refused.append(i)
+            assert out.errors.numpy()[i].startswith(f"image {i}: ".encode()), out.errors.numpy()[i]
+            continue
+        assert i in out.rows.numpy(), (i, out.errors.numpy()[i])
+        np.testing.assert_array_equal(out.images[0][list(out.rows.numpy()).index(i)].numpy(), pixels)
+    assert sorted(set(range(len(batch))) - set(out.rows.numpy())) == refused and len(refused) > 10

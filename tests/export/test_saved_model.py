@@ -27,6 +27,7 @@ from tests.export.prediction_service import start_server
 
 OUTPUTS = {"captions": tf.string, "tokens": tf.int32, "lengths": tf.int32, "scores": tf.float32,
            "log_probs": tf.float32, "alpha": tf.float32}
+IMAGE_OUTPUTS = {**OUTPUTS, "error": tf.string}  # the image signatures add a per-row error
 L = 36  # 6 x 6 grid at 96 px
 
 
@@ -77,7 +78,8 @@ def test_layout_tag_signatures_and_assets(saved_model_dir, source):
         assert list(signature.inputs) == [input_name]
         assert signature.inputs[input_name].dtype == input_dtype.as_datatype_enum
         assert {name: output.dtype for name, output in signature.outputs.items()} == {
-            name: dtype.as_datatype_enum for name, dtype in OUTPUTS.items()}
+            name: dtype.as_datatype_enum for name, dtype in (OUTPUTS if key == "from_features"
+                                                             else IMAGE_OUTPUTS).items()}
     # No tf-text ops: the stock tensorflow/serving image (which links them anyway) needs nothing extra.
     ops = {node.op for f in meta_graph.graph_def.library.function for node in f.node_def}
     assert not any(op.startswith(("Normalize", "CaseFold", "Wordpiece")) for op in ops), ops
@@ -90,6 +92,8 @@ def test_config_json_in_assets_rebuilds_the_model(saved_model_dir, source):
     export = json.load(open(path))["export"]
     assert export["beam_size"] == 3 and export["max_tokens"] == MAX_LENGTH + 1
     assert export["encoder"]["grid"] == [6, 6] and export["vocabulary"]["sha256"] == source.vocabulary.checksum()
+    assert export["signatures"]["serving_default"]["outputs"] == [*OUTPUTS, "error"]
+    assert export["signatures"]["from_features"]["outputs"] == list(OUTPUTS)
 
 
 def test_signatures_equal_the_in_memory_model(served, source, images, captions, annotations):
@@ -97,6 +101,7 @@ def test_signatures_equal_the_in_memory_model(served, source, images, captions, 
     _assert_same(beam, _reference(source, annotations, 3))
     greedy = served.signatures["greedy"](image_bytes=tf.constant(images))
     _assert_same(greedy, _reference(source, annotations, 1))
+    assert list(beam["error"].numpy()) == list(greedy["error"].numpy()) == [b""] * len(images)
     features = served.signatures["from_features"](annotations=annotations)
     _assert_same(features, _reference(source, annotations, 3))
     # The in-graph decoder sees the Pillow pipeline's pixels, so the model says what it learnt on those features.
@@ -115,11 +120,14 @@ def test_any_batch_size_including_one(served, images):
         np.testing.assert_array_equal(one["tokens"].numpy()[0], both["tokens"].numpy()[i])
 
 
-def test_bad_bytes_give_a_clear_error(served, images):
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\]: not a JPEG, PNG, GIF, BMP or WebP"):
-        served.signatures["serving_default"](image_bytes=tf.constant([images[0], b"GET / HTTP/1.1"]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\]: empty"):
-        served.signatures["greedy"](image_bytes=tf.constant([b""]))
+def test_bad_bytes_fail_only_their_row(served, images):
+    """A bad image is an error string on its own row, never a failed request (tests/export/test_row_errors.py has
+    every kind of bad image)."""
+    out = served.signatures["serving_default"](image_bytes=tf.constant([images[0], b"GET / HTTP/1.1"]))
+    assert list(out["error"].numpy()) == [b"", b"image 1: not an image (JPEG, PNG, GIF, BMP or WebP expected)"]
+    assert out["captions"].numpy()[0] and out["captions"].numpy()[1] == b""
+    out = served.signatures["greedy"](image_bytes=tf.constant([b""]))
+    assert list(out["error"].numpy()) == [b"image 0: empty (0 bytes)"] and list(out["lengths"].numpy()) == [0]
 
 
 def test_tf1_session_by_tensor_names(saved_model_dir, served, images):
@@ -130,9 +138,13 @@ def test_tf1_session_by_tensor_names(saved_model_dir, served, images):
         signature = meta_graph.signature_def["serving_default"]
         fetches = {name: info.name for name, info in signature.outputs.items()}
         got = session.run(fetches, feed_dict={signature.inputs["image_bytes"].name: np.array(images, dtype=object)})
-        with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[0\]: empty"):
-            session.run(fetches, feed_dict={signature.inputs["image_bytes"].name: np.array([b""], dtype=object)})
+        # The per-row decoding's tf.data ops run in a TF1 session too: a bad row fails alone.
+        mixed = session.run(fetches, feed_dict={signature.inputs["image_bytes"].name: np.array(
+            [images[0], images[1][:300], b""], dtype=object)})
     _assert_same(got, {name: value.numpy() for name, value in expected.items()})
+    assert list(got["error"]) == [b""] * len(images)
+    assert list(mixed["error"]) == [b"", b"image 1: truncated JPEG", b"image 2: empty (0 bytes)"]
+    assert list(mixed["captions"]) == [got["captions"][0], b"", b""]
 
 
 def test_grpc_prediction_service(saved_model_dir, served, images, annotations):
@@ -158,15 +170,15 @@ def test_grpc_prediction_service(saved_model_dir, served, images, annotations):
             assert set(response.outputs) == {"captions", "scores"}
             assert list(tf.make_ndarray(response.outputs["captions"])) == list(expected["captions"].numpy())
 
+            # A bad image in the batch: the request succeeds, that row carries the error, the others their captions.
             request = predict_pb2.PredictRequest()
             request.model_spec.name = "captioner"
             request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([images[0], b"\x00" * 20], dtype=tf.string))
-            with pytest.raises(grpc.RpcError) as error:
-                stub.Predict(request, timeout=120)
-            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "image_bytes[1]: not a JPEG, PNG, GIF, BMP or WebP image" in error.value.details()
-            request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(images[:1], dtype=tf.string))
-            assert stub.Predict(request, timeout=120).outputs["tokens"].tensor_shape.dim[0].size == 1  # still up
+            response = stub.Predict(request, timeout=120)
+            assert list(tf.make_ndarray(response.outputs["error"])) == [
+                b"", b"image 1: not an image (JPEG, PNG, GIF, BMP or WebP expected)"]
+            assert list(tf.make_ndarray(response.outputs["captions"])) == [expected["captions"].numpy()[0], b""]
+            assert list(tf.make_ndarray(response.outputs["lengths"]))[1] == 0
     finally:
         server.stop(0)
 
