@@ -50,10 +50,18 @@ def _photo(path: str) -> str:
     return path
 
 
-# Runs a module or code as __main__ and reports the process's own peak resident memory (KiB) on stderr at exit.
+# Runs a module or code as __main__ and reports the process's own peak resident memory (KiB) on stderr at exit:
+# VmHWM of /proc/self/status where there is one, because Linux carries ru_maxrss over an exec from the process that
+# spawned it (a parent holding TensorFlow would show its own size in every child's ru_maxrss).
 PEAK_WRAPPER = """
 import atexit, resource, runpy, sys
-atexit.register(lambda: sys.stderr.write("\\nPEAK_RSS_KIB %d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+def peak_kib():
+    try:
+        with open("/proc/self/status") as f:
+            return int([line for line in f if line.startswith("VmHWM:")][0].split()[1])
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+atexit.register(lambda: sys.stderr.write("\\nPEAK_RSS_KIB %d\\n" % peak_kib()))
 kind, target, *sys.argv[1:] = sys.argv[1:]
 if kind == "module":
     sys.argv[0] = target
@@ -63,10 +71,11 @@ else:
 """
 
 
-def run_fresh(kind: str, target: str, args: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of one new Python process running module or code `target`."""
+def run_fresh(kind: str, target: str, args: list[str], python: str = sys.executable) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB, stdout) of one new Python process (interpreter `python`) running module or code
+    `target`."""
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, kind, target, *args], capture_output=True, text=True,
+    out = subprocess.run([python, "-c", PEAK_WRAPPER, kind, target, *args], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     seconds = time.perf_counter() - start
     if out.returncode != 0:
