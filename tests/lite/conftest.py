@@ -13,7 +13,7 @@ import pytest
 MODEL_VARIABLE = "SAT_TF_LITE_MODEL"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lite_model() -> str:
     """The export folder of `tests.lite.make_model` (config.json, vocab.txt, *.tflite, photos/, expected.json)."""
     path = os.environ.get(MODEL_VARIABLE, "")
@@ -25,14 +25,14 @@ def lite_model() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def expected(lite_model) -> dict:
     """{"settings": {name: [beam size, length penalty, n-gram size]}, "captions": {name: {photo: caption}}}."""
     with open(os.path.join(lite_model, "expected.json"), encoding="utf-8") as f:
         return json.load(f)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def photos(lite_model) -> list[str]:
     """The eight photo files, in order."""
     folder = os.path.join(lite_model, "photos")
