@@ -108,7 +108,8 @@ class LiteCaptioner:
         self._model = None
 
     def _decoding(self) -> str:
-        """"caption" (the one-call signature) or "steps" (encode / step with the numpy search), and the file."""
+        """"caption" (the one-call signature) or "steps" (encode / step with the numpy search); FileNotFoundError
+        where the model the settings need was not exported."""
         one_call = os.path.join(self.model_dir, CAPTIONER.format(self.variant))
         steps = os.path.join(self.model_dir, DECODER_STEPS.format(self.variant))
         if (self.beam_size == 1 and self.no_repeat_ngram_size == self.export_ngram_size
@@ -152,7 +153,12 @@ class LiteCaptioner:
         return {name: beams[name][:, 0] for name in ("tokens", "lengths", "log_probs", "alpha")}
 
     def caption(self, paths: Sequence[str], batch_size: int = 1) -> list[Captioned]:
-        """Captions every file of `paths` (in order); unreadable files come back with `error` set."""
+        """Captions every file of `paths` (in order); unreadable files come back with `error` set.
+
+        Args:
+            paths: image files.
+            batch_size: int >= 1. Images decoded together.
+        """
         return list(self.caption_stream(paths, batch_size))
 
     def caption_stream(self, paths: Iterable[str], batch_size: int = 1) -> Iterator[Captioned]:
@@ -174,6 +180,7 @@ class LiteCaptioner:
             yield from self._caption_batch(batch)
 
     def _caption_batch(self, paths: list[str]) -> list[Captioned]:
+        """Captions up to one batch of files; unreadable files come back with `error` set."""
         results = [Captioned(path=p) for p in paths]
         good, pixels = [], []
         for i, path in enumerate(paths):
@@ -194,7 +201,8 @@ class LiteCaptioner:
         return results
 
     def describe(self) -> str:
-        """One line: the file and the decoding, e.g. "captioner_int8.tflite, greedy (one call), n-gram 0"."""
+        """One line: the file and the decoding, e.g. "decoder_steps_int8.tflite: beam 10 over encode/step, length
+        penalty 1, no_repeat_ngram_size 0, max_tokens 21"."""
         if self.decoding == "caption":
             how = "greedy in the model (signature caption)"
         elif self.beam_size == 1:
