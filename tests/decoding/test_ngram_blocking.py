@@ -183,6 +183,17 @@ def test_inside_tf_function_with_a_dynamic_batch():
     np.testing.assert_array_equal(out["tokens"].numpy(), decode(tables.numpy(), 3, 2)["tokens"].numpy())
 
 
+def test_xla_compiles_the_blocked_searches():
+    tables = loop_tables(4, images=3)
+    step_fn = markov_step_fn(tables)
+    beam = tf.function(lambda: beam_search(step_fn, [tile_beams(tf.range(3), 4)], 3, 4, S, START_ID, END_ID, PAD_ID,
+                                           no_repeat_ngram_size=2), jit_compile=True)
+    greedy = tf.function(lambda: greedy_search(step_fn, [tf.range(3)], 3, S, START_ID, END_ID, PAD_ID,
+                                               no_repeat_ngram_size=2), jit_compile=True)
+    np.testing.assert_array_equal(beam()["tokens"].numpy(), decode(tables, 4, 2)["tokens"].numpy())
+    np.testing.assert_array_equal(greedy()["tokens"].numpy(), decode(tables, 0, 2)["tokens"].numpy())
+
+
 def test_negative_size_is_refused():
     with pytest.raises(ValueError, match="no_repeat_ngram_size"):
         decode(loop_tables(0, 1), 0, -1)
