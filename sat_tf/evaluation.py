@@ -245,7 +245,8 @@ def prepare_split_features(experiment, dataset: str, data_dir: str, split: str, 
     from sat_tf.pipelines.prepare import encoder_info, read_dataset
 
     data = dc.replace(experiment.data_config, dataset=dataset, data_dir=data_dir, coco_annotations=coco_annotations,
-                      train_split=split, eval_split=split, max_images=0, mirrored_views=False)
+                      train_split=split, eval_split=split, max_images=0, mirrored_views=False,
+                      mirror_probability=0.0)
     records, report = read_dataset(data, features_dir)
     records = [r for r in records if r.split == split]
     if limit:

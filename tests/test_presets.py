@@ -103,13 +103,15 @@ def test_a_shipped_preset_fine_tunes_on_a_small_imagefolder(tmp_path, capsys):
     from sat_tf.workdir import load_captioner
 
     photos = tmp_path / "photos"
-    photos.mkdir()
-    captions = ["a dog runs on the grass", "a black dog runs through the grass", "a quadcopter over a lake",
-                "two people walk on the beach", "a man rides a bike on the street", "a child jumps into the water"]
-    with open(photos / "metadata.jsonl", "w", encoding="utf-8") as f:
-        for i, caption in enumerate(captions):
-            _photo(str(photos / f"p{i}.jpg"))
-            f.write(json.dumps({"file_name": f"p{i}.jpg", "text": caption}) + "\n")
+    splits = {"train": ["a dog runs on the grass", "a black dog runs through the grass", "a quadcopter over a lake",
+                        "two people walk on the beach", "a man rides a bike on the street"],
+              "validation": ["a child jumps into the water"]}
+    for split, captions in splits.items():
+        (photos / split).mkdir(parents=True)
+        with open(photos / split / "metadata.jsonl", "w", encoding="utf-8") as f:
+            for i, caption in enumerate(captions):
+                _photo(str(photos / split / f"p{i}.jpg"))
+                f.write(json.dumps({"file_name": f"p{i}.jpg", "text": caption}) + "\n")
     workdir = str(tmp_path / "run")
     assert main(["--dataset", "imagefolder", "--data-dir", str(photos), "--init-from", DEFAULT_PRESET,
                  "--epochs", "1", "--learning-rate", "1e-4", "--workdir", workdir, "--verbose", "0",
