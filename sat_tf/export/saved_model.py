@@ -268,7 +268,9 @@ def export_saved_model(source: ExportSource, out_dir: str, name: str = "sat_tf",
 
 def write_warmup_requests(export_dir: str, model_name: str, image_size: int) -> str | None:
     """Writes `assets.extra/tf_serving_warmup_requests`: one request per image signature, replayed by TF Serving
-    when it loads the version, so the first client request does not pay for graph initialisation.
+    when it loads the version, so the first client request does not pay for graph initialisation. Each request sends
+    a grey PNG and the same PNG cut short, so that the row-by-row decoding a batch with a bad image takes
+    (`decode_rows`) is initialised too, not left to the first client whose image is broken.
 
     Args:
         export_dir: str. The SavedModel version directory.
@@ -291,7 +293,8 @@ def write_warmup_requests(export_dir: str, model_name: str, image_size: int) -> 
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
             request.model_spec.signature_name = signature
-            request.inputs[INPUT_BYTES].CopyFrom(tf.make_tensor_proto([image], dtype=tf.string))
+            request.inputs[INPUT_BYTES].CopyFrom(tf.make_tensor_proto([image, image[:len(image) // 2]],
+                                                                      dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return path

@@ -220,9 +220,10 @@ def test_warmup_requests_are_valid_predict_requests(saved_model_dir):
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            for log in logs:
+            for log in logs:  # a good image, and one cut short that warms up the row-by-row decoding
                 response = stub.Predict(log.predict_log.request, timeout=120)
-                assert tf.make_ndarray(response.outputs["tokens"]).shape == (1, MAX_LENGTH + 1)
+                assert tf.make_ndarray(response.outputs["tokens"]).shape == (2, MAX_LENGTH + 1)
+                assert list(tf.make_ndarray(response.outputs["error"])) == [b"", b"image 1: truncated PNG"]
     finally:
         server.stop(0)
 
