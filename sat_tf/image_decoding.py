@@ -436,9 +436,9 @@ def _row_errors(data: tf.Tensor, codes: tf.Tensor, width_height: tf.Tensor, max_
         ("WebP", starts(0, b"RIFF") & starts(8, b"WEBP"), uint32_le(4) + 8 <= file_size),
     ]
     name, complete = tf.fill(tf.shape(data), "image"), tf.ones(tf.shape(data), tf.bool)
-    for fmt, matches, whole in reversed(formats):
+    for fmt, matches, intact in reversed(formats):
         name = tf.where(matches, fmt, name)
-        complete = tf.where(matches, whole, complete)
+        complete = tf.where(matches, intact, complete)
     undecodable = tf.strings.join([tf.where(complete, "corrupt ", "truncated "), name])  # (B,)
     too_large = tf.strings.join(["too large: ", tf.strings.as_string(width_height[:, 0]), " x ",
                                  tf.strings.as_string(width_height[:, 1]),
