@@ -149,7 +149,7 @@ def test_real_dataset_recipes_tuned_by_default_paper_on_request():
     assert soft["model"].alpha_regularization == 0.0 and soft["model"].advantage_normalization is True
     assert soft["train"].weight_average_decay == 0.998 and soft["train"].epochs == 8
     assert soft["train"].length_penalty == 1.0 and soft["train"].min_length == 0
-    assert soft["train"].beam_size == 10
+    assert soft["train"].beam_size == 10 and soft["train"].no_repeat_ngram_size == 2
     assert soft["data"].mirrored_views is True and soft["data"].mirror_probability == 0.5
     assert (soft["data"].encoder, soft["data"].encoder_layer) == ("efficientnet_lite0", "top")
     assert soft["data"].data_dir == "d"
@@ -158,13 +158,15 @@ def test_real_dataset_recipes_tuned_by_default_paper_on_request():
     assert paper["model"].alpha_regularization == 1.0 and paper["model"].advantage_normalization is False
     assert paper["train"].weight_average_decay == 0.0 and paper["train"].epochs == 10
     assert paper["train"].length_penalty == 0.0 and paper["train"].beam_size == 3
+    assert paper["train"].no_repeat_ngram_size == 0
     assert paper["data"].mirrored_views is False and paper["data"].mirror_probability == 0.0
     # the recipes differ in these fields only (the decoder, optimiser and vocabulary are the same)
     for section in ("model", "train", "data"):
         differing = {f.name for f in dataclasses.fields(soft[section])
                      if getattr(soft[section], f.name) != getattr(paper[section], f.name)}
         assert differing <= {"alpha_regularization", "advantage_normalization", "weight_average_decay", "epochs",
-                             "mirrored_views", "mirror_probability", "beam_size", "length_penalty"}, differing
+                             "mirrored_views", "mirror_probability", "beam_size", "length_penalty",
+                             "no_repeat_ngram_size"}, differing
     coco = configs("--dataset", "coco", "--coco-annotations", "a.json")
     assert coco["data"].mirrored_views is False and coco["train"].weight_average_decay == 0.998
     assert coco["data"].coco_annotations == "a.json"
