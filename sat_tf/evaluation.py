@@ -238,11 +238,8 @@ def prepare_split_features(experiment, dataset: str, data_dir: str, split: str, 
     """
     import dataclasses as dc
 
-    import tensorflow as tf
-
-    from sat_tf.models.encoder import build_encoder
     from sat_tf.pipelines.extract import extract_features
-    from sat_tf.pipelines.prepare import encoder_info, read_dataset
+    from sat_tf.pipelines.prepare import encoder_function, encoder_info, read_dataset
 
     data = dc.replace(experiment.data_config, dataset=dataset, data_dir=data_dir, coco_annotations=coco_annotations,
                       train_split=split, eval_split=split, max_images=0, mirrored_views=False,
@@ -254,9 +251,7 @@ def prepare_split_features(experiment, dataset: str, data_dir: str, split: str, 
     if not records:
         raise ValueError(f"the {dataset} dataset in {data_dir} has no {split!r} images: {report.summary()}")
     info = encoder_info(data, weights if weights is not None else "random")
-    encoder = build_encoder(data.encoder, data.encoder_layer or None, weights=weights, image_size=data.image_size)
-    run = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
-    extract_features(records, lambda x: run(tf.convert_to_tensor(x)).numpy(), info, experiment.vocabulary,
+    extract_features(records, encoder_function(data, weights), info, experiment.vocabulary,
                      features_dir, max_caption_length=data.max_caption_length, shard_size=data.shard_size,
                      progress=progress, reader_report=report.counts(),
                      extra={"dataset": dataset, "split": split, "limit": limit})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from sat_tf.presets import load_preset, save_preset
+from sat_tf.presets import load_metadata, load_preset, save_preset, write_metadata
 
 SUBSET_IMAGES = 100
 
@@ -81,8 +81,7 @@ def export_preset(experiment, out_dir: str, *, features_dir: str | None = None, 
         stored = load_preset(out_dir)
         log(f"scoring the stored preset on the {split} split of {features_dir}")
         evaluation = score_experiment(stored, features_dir, split, limit=limit)
+        write_metadata(out_dir, {**load_metadata(out_dir), "evaluation": evaluation})  # the weights stay as written
     elif score:
         log(f"not scored: no features in {features_dir} (pass --features-dir)")
-    save_preset(experiment, out_dir, name=name, weights_dtype=weights_dtype, commands=commands,
-                description=description, evaluation=evaluation)
     return out_dir

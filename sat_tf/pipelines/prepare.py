@@ -93,6 +93,19 @@ def encoder_info(config: DataConfig, weights: str = "imagenet") -> dict:
     return encoder_spec(config.encoder, config.encoder_layer or None, weights, config.image_size).to_dict()
 
 
+def encoder_function(config: DataConfig, weights: str | None = "imagenet"):
+    """The encoder `config` names as extraction calls it: uint8 images (B, S, S, 3) numpy -> annotations (B, L, D)
+    numpy, one traced tf.function (`weights`: "imagenet", None = random for tests)."""
+    import tensorflow as tf
+
+    from sat_tf.models.encoder import build_encoder
+
+    encoder = build_encoder(config.encoder, config.encoder_layer or None, weights=weights,
+                            image_size=config.image_size)
+    run = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
+    return lambda images: run(tf.convert_to_tensor(images)).numpy()
+
+
 def encoder_differences(recorded: dict, wanted: dict, keys=None) -> dict:
     """{field: (recorded, wanted)} for every field (of `keys`, default all recorded ones) where a manifest's encoder
     description differs from the wanted one."""
@@ -187,13 +200,7 @@ def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "i
     if os.path.exists(vocab_path) and Vocabulary.load(vocab_path) != vocabulary:
         raise ValueError(f"{vocab_path} differs from the vocabulary {made}: the features in {features_dir} were "
                          f"made with another vocabulary; use another features dir")
-    from sat_tf.models.encoder import build_encoder
-    import tensorflow as tf
-
-    encoder = build_encoder(config.encoder, config.encoder_layer or None, weights=weights,
-                            image_size=config.image_size)
-    run = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
-    manifest = extract_features(records, lambda x: run(tf.convert_to_tensor(x)).numpy(), info, vocabulary,
+    manifest = extract_features(records, encoder_function(config, weights), info, vocabulary,
                                 features_dir, max_caption_length=config.max_caption_length,
                                 shard_size=config.shard_size, batch_size=batch_size, progress=progress,
                                 reader_report=report.counts(), extra=extra, mirrored=config.mirrored_views)

@@ -49,14 +49,25 @@ def is_preset(path: str) -> bool:
     return os.path.isdir(path) and all(os.path.isfile(os.path.join(path, name)) for name in REQUIRED)
 
 
+def find_preset(source: str) -> str | None:
+    """The preset directory `source` names (a shipped preset's name or a preset directory), or None where it names
+    none (e.g. a work dir)."""
+    if is_preset(source):
+        return source
+    shipped = os.path.join(PRESETS_DIR, source)
+    if os.sep not in source and (os.altsep is None or os.altsep not in source) and is_preset(shipped):
+        return shipped
+    return None
+
+
 def preset_dir(name_or_dir: str) -> str:
     """The directory of a preset: a shipped preset's name, or a preset directory.
 
     Raises FileNotFoundError naming the shipped presets, or the missing file of a directory that is not complete.
     """
-    candidate = os.path.join(PRESETS_DIR, name_or_dir)
-    if os.sep not in name_or_dir and (os.altsep is None or os.altsep not in name_or_dir) and is_preset(candidate):
-        return candidate
+    found = find_preset(name_or_dir)
+    if found is not None:
+        return found
     if os.path.isdir(name_or_dir):
         missing = [name for name in REQUIRED if not os.path.isfile(os.path.join(name_or_dir, name))]
         if missing:
@@ -110,7 +121,7 @@ def load_preset(name_or_dir: str, hard_inference: str | None = None):
 def load_model(source: str, which: str = "best", hard_inference: str | None = None):
     """A trained model from a preset (name or directory) or a training work dir, as an Experiment with its
     Captioner (`which` picks a work dir's checkpoint: "best", "latest" or a prefix; presets hold one)."""
-    if is_preset(source) or (os.sep not in source and is_preset(os.path.join(PRESETS_DIR, source))):
+    if find_preset(source) is not None:
         return load_preset(source, hard_inference=hard_inference)
     if os.path.isdir(source):
         from sat_tf.workdir import load_captioner
@@ -141,8 +152,6 @@ def save_preset(experiment, out_dir: str, *, name: str = "", weights_dtype: str 
 
     import sat_tf
     from sat_tf.config import save_config
-    from sat_tf.files import write_atomic, write_json_atomic
-    from sat_tf.presets.model_card import model_card
 
     if weights_dtype not in ("float16", "float32"):
         raise ValueError(f"weights_dtype must be float16 or float32, got {weights_dtype!r}")
@@ -173,9 +182,20 @@ def save_preset(experiment, out_dir: str, *, name: str = "", weights_dtype: str 
         "training_commands": list(commands or []),
         "evaluation": evaluation,
     }
+    write_metadata(out_dir, metadata, train)
+    return out_dir
+
+
+def write_metadata(out_dir: str, metadata: dict, train_config=None) -> None:
+    """Writes a preset's metadata.json and the model card made from it (README.md); `train_config` (the decoding
+    settings the card names) defaults to the preset's config.json."""
+    from sat_tf.config import load_config
+    from sat_tf.files import write_atomic, write_json_atomic
+    from sat_tf.presets.model_card import model_card
+
+    train = train_config or load_config(os.path.join(out_dir, CONFIG))["train"]
     write_json_atomic(os.path.join(out_dir, METADATA), metadata, sort_keys=False)
     write_atomic(os.path.join(out_dir, MODEL_CARD), lambda f: f.write(model_card(metadata, train)))
-    return out_dir
 
 
 def save_weights(captioner, path: str, dtype: str = "float16") -> str:

@@ -62,8 +62,9 @@ def source_vocabulary(init_from: str) -> Vocabulary:
     """
     from sat_tf import presets
 
-    if presets.is_preset(init_from) or (not os.path.isdir(init_from) and init_from in presets.list_presets()):
-        return Vocabulary.load(os.path.join(presets.preset_dir(init_from), presets.ASSETS, presets.VOCAB))
+    preset = presets.find_preset(init_from)
+    if preset is not None:
+        return Vocabulary.load(os.path.join(preset, presets.ASSETS, presets.VOCAB))
     if not os.path.isdir(init_from):
         raise FileNotFoundError(f"train.init_from={init_from!r}: no such work dir or preset (shipped presets: "
                                 f"{', '.join(presets.list_presets()) or 'none'})")
