@@ -49,6 +49,11 @@ class ModelConfig:
             what makes one caption likelier than another (length, rare words), which a single b cannot.
         expected_context_prob: float. Probability that a training minibatch uses the expected (soft) context
             instead of a sampled location (paper sec. 4.1: 0.5). Drawn once per minibatch, as the authors' code did.
+        expected_context_warmup_steps: int. Hard attention: over the first this many optimizer steps the
+            expected-context probability falls linearly from 1 (every minibatch uses the expected context, as soft
+            attention) to `expected_context_prob`, so the decoder learns language and where to look from the
+            low-variance gradient before the REINFORCE updates take half the minibatches; 0 keeps it constant (the
+            paper). A curriculum inside one run from a random start, not a warm start from another model.
         hard_inference: str. How hard attention picks z_t when not training: "expected" (the soft context, what the
             authors evaluated with), "argmax" (the most likely location) or "sample".
         pad_id, start_id, end_id, unk_id: int. Special token ids shared with the vocabulary file.
@@ -69,6 +74,7 @@ class ModelConfig:
     advantage_normalization: bool = False
     reinforce_baseline: Literal["moving_average", "expected_context"] = "moving_average"
     expected_context_prob: float = 0.5
+    expected_context_warmup_steps: int = 0
     hard_inference: Literal["expected", "argmax", "sample"] = "expected"
     pad_id: int = 0
     start_id: int = 1
@@ -87,6 +93,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"ModelConfig.{name} must lie in [0, 1], got {value!r}")
+        if int(self.expected_context_warmup_steps) < 0:
+            raise ValueError(f"ModelConfig.expected_context_warmup_steps must be >= 0, got "
+                             f"{self.expected_context_warmup_steps!r}")
         if len({self.pad_id, self.start_id, self.end_id, self.unk_id}) != 4:
             raise ValueError("ModelConfig.pad_id, start_id, end_id and unk_id must be four different ids")
 

@@ -102,9 +102,11 @@ class HardAttention(SoftAttention):
             hard = ops.where(use_expected, context, hard)
         return hard, location, log_prob, entropy
 
-    def draw_expected_coin(self, seed):
-        """One Bernoulli(expected_context_prob) draw for a whole minibatch (bool scalar)."""
-        return tf.random.stateless_uniform((), seed=seed) < self.expected_context_prob
+    def draw_expected_coin(self, seed, probability=None):
+        """One Bernoulli draw for a whole minibatch (bool scalar): p = `probability` (a float scalar, e.g. a
+        schedule's value) or `expected_context_prob`."""
+        p = self.expected_context_prob if probability is None else probability
+        return tf.random.stateless_uniform((), seed=seed) < p
 
     def next_seed(self):
         """A fresh int32 (2,) stateless seed from the layer's SeedGenerator."""

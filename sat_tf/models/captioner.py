@@ -54,7 +54,7 @@ class Captioner(SymbolicBuildFree, keras.Model):
     Args:
         vocab_size, feature_dim, embedding_dim, units, attention_dim, attention, gate, dropout,
         alpha_regularization, reinforce_weight, entropy_weight, baseline_decay, advantage_normalization,
-        reinforce_baseline, expected_context_prob, hard_inference, pad_id, start_id, end_id, unk_id: see
+        reinforce_baseline, expected_context_prob, expected_context_warmup_steps, hard_inference, pad_id, start_id, end_id, unk_id: see
         `sat_tf.config.ModelConfig`.
         seed: int or None. Seeds dropout, hard-attention sampling and the expected-context coin.
         unroll_steps: int. Teacher forcing of captions with up to this many steps runs as an unrolled graph
@@ -67,7 +67,7 @@ class Captioner(SymbolicBuildFree, keras.Model):
                  alpha_regularization: float = 1.0, reinforce_weight: float = 1.0, entropy_weight: float = 0.002,
                  baseline_decay: float = 0.9, advantage_normalization: bool = False,
                  reinforce_baseline: str = "moving_average", expected_context_prob: float = 0.5,
-                 hard_inference: str = "expected",
+                 expected_context_warmup_steps: int = 0, hard_inference: str = "expected",
                  pad_id: int = 0, start_id: int = 1, end_id: int = 2, unk_id: int = 3, seed: int | None = None,
                  unroll_steps: int = 32, **kwargs):
         super().__init__(**kwargs)
@@ -79,6 +79,7 @@ class Captioner(SymbolicBuildFree, keras.Model):
             entropy_weight=entropy_weight, baseline_decay=baseline_decay,
             advantage_normalization=bool(advantage_normalization), reinforce_baseline=reinforce_baseline,
             expected_context_prob=expected_context_prob,
+            expected_context_warmup_steps=int(expected_context_warmup_steps),
             hard_inference=hard_inference, pad_id=pad_id, start_id=start_id, end_id=end_id, unk_id=unk_id)
         self.seed = seed
         self.unroll_steps = int(unroll_steps)
@@ -339,7 +340,8 @@ class Captioner(SymbolicBuildFree, keras.Model):
         use_expected, seed, sampled = None, None, False
         if self.is_hard:
             coin_seed, seed = tf.unstack(tf.random.experimental.stateless_split(self.step_seed(), 2))
-            use_expected = self.cell.attention.draw_expected_coin(coin_seed)  # one coin for the global batch
+            use_expected = self.cell.attention.draw_expected_coin(  # one coin for the global batch
+                coin_seed, self.expected_context_probability())
             sampled = tf.logical_not(use_expected)
         reference = self.reinforce_reference(annotations, tokens, sampled)  # per row: no collective needed
         with tf.GradientTape() as tape:
@@ -364,6 +366,16 @@ class Captioner(SymbolicBuildFree, keras.Model):
         report = dict(terms, **dict(zip(shares, totals)))
         report["perplexity"] = tf.exp(report["xent"])
         return fit_logs(self._report(report))
+
+    def expected_context_probability(self):
+        """float32 scalar: this step's probability of the expected context, `expected_context_prob` after
+        `expected_context_warmup_steps` (ModelConfig), from 1 at step 0 linearly down to it before."""
+        cfg = self.model_config
+        final = tf.constant(cfg.expected_context_prob, tf.float32)
+        if not cfg.expected_context_warmup_steps:
+            return final
+        progress = tf.cast(self.optimizer.iterations, tf.float32) / float(cfg.expected_context_warmup_steps)
+        return final + (1.0 - final) * tf.maximum(0.0, 1.0 - progress)
 
     def step_seed(self):
         """int32 (2,) stateless seed of the current training step: `seed` folded with the optimizer's step
