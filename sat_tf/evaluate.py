@@ -130,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result.scores.format_table())
     if result.grounding is not None:
         print(result.grounding)
+    if result.attention_spread() is not None:
+        print(result.attention_spread())
     print(f"results: {os.path.join(out, f'captions_{split}.json')}\nmetrics: {os.path.join(out, f'metrics_{split}.json')}")
     if report:
         print(f"report: {report}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from sat_tf.decoding.mirrored import mirrored_inputs, with_mirrored_views
 from sat_tf.files import write_json_atomic
+from sat_tf.metrics.attention_spread import attention_spread
 from sat_tf.metrics.coco_caption import CaptionScores, score_captions, write_coco_results
 from sat_tf.metrics.repetition import REPORTED_SIZES, repeat_rate
 from sat_tf.pipelines.dataset import evaluation_dataset, load_manifest
@@ -141,10 +142,18 @@ class Evaluation:
         return {name: {str(n): repeat_rate(captions, n) for n in REPORTED_SIZES}
                 for name, captions in (("generated", generated), ("references", references))}
 
+    def attention_spread(self):
+        """`sat_tf.metrics.attention_spread.AttentionSpread` of the generated captions (None when none has a word)."""
+        samples = [(d.words, d.alpha) for d in self.decoded if d.words]
+        return attention_spread(samples) if samples else None
+
     def summary(self) -> dict:
         out = {"split": self.split, "beam_size": self.beam_size, "images": len(self.decoded),
                "scores": self.scores.as_dict(), "seconds": round(self.seconds, 1), "decoding": self.decoding,
                "mean_words": self.mean_words(), "repeat_rate": self.repeat_rates()}
+        spread = self.attention_spread()
+        if spread is not None:
+            out["attention_spread"] = spread.as_dict()
         if self.grounding is not None:
             g = self.grounding
             out["grounding"] = {"rate": g.rate, "hits": g.hits, "total": g.total, "chance": g.chance,

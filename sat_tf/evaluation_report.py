@@ -122,6 +122,7 @@ def _scores_table(evaluation, checkpoint: str | None) -> str:
                               f"{scores.reference_length:g} closest-reference tokens)"),
         ("mean words", f"generated {words['generated']:.2f}, references {words['references']:.2f}"),
         ("repeated n-grams", repeat_summary(evaluation.repeat_rates())),
+        ("attention spread", str(evaluation.attention_spread() or "n/a (no caption has a word)")),
         ("tokenizer", scores.tokenizer_status),
         ("METEOR", scores.meteor_status or "not asked for"),
         ("split", f"{evaluation.split}, {len(evaluation.decoded)} images"),

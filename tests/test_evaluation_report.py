@@ -123,3 +123,21 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     # the attention figures are drawn: many distinct colours, and dark panel pixels well below the page's white
     assert len(np.unique(shot.reshape(-1, 3).astype(np.uint8), axis=0)) > 500
     assert (shot.mean(axis=2) < 100).mean() > 0.01
+
+
+def test_scores_table_and_summary_carry_the_attention_spread(tmp_path):
+    image = str(tmp_path / "im.png")
+    Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(image)
+    alpha = np.zeros((4, 4), np.float32)
+    alpha[[0, 1, 2, 3], [1, 1, 3, 0]] = 1.0  # words peak at cells 1, 1, 3; the <end> row at 0 does not count
+    decoded = [Decoded(image_id="im0", image_path=image, caption="a red box", words=["a", "red", "box"],
+                       alpha=alpha, location=None, references=["a red box"], log_prob=-1.0)]
+    scores = CaptionScores(scores={"CIDEr": 10.0}, per_image={"CIDEr": {"im0": 1.0}}, unavailable={},
+                           tokenizer="python", tokenizer_note="", num_images=1, metrics=("cider",),
+                           hypothesis_length=3, reference_length=3.0)
+    evaluation = Evaluation("val", 3, scores, decoded)
+    spread = evaluation.summary()["attention_spread"]
+    assert spread["distinct_cells"] == 2.0 and spread["top_cell_share"] == pytest.approx(2 / 3)
+    assert spread["captions"] == 1 and spread["entropy"] == pytest.approx(0.0)
+    assert "2.00 distinct peak cells per caption, 67% of words at the caption&#x27;s top cell" in report_html(
+        evaluation, grid=(2, 2))

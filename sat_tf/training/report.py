@@ -47,6 +47,8 @@ def print_report(result, print_fn=print) -> None:
         print_fn(final.scores.format_table())
         if final.grounding is not None:
             print_fn(str(final.grounding))
+        if final.attention_spread() is not None:
+            print_fn(str(final.attention_spread()))
         print_fn("\nsamples:")
         for d in final.decoded[:5]:
             print_fn(f"  {d.image_id}: {d.caption}\n      reference: {d.references[0] if d.references else ''}")
