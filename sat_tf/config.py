@@ -16,6 +16,7 @@ ATTENTION_KINDS = ("soft", "hard")
 GATE_KINDS = ("scalar", "channel", "none")
 HARD_INFERENCE_KINDS = ("expected", "argmax", "sample")
 REINFORCE_BASELINES = ("moving_average", "expected_context")
+REINFORCE_SIGNALS = ("caption", "reward_to_go")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,12 @@ class ModelConfig:
             on sampled minibatches) and b the moving average of the residual log p(y|s,a) - r. r depends on the
             image and the caption but not on the sampled locations, so the estimate stays unbiased, and it removes
             what makes one caption likelier than another (length, rare words), which a single b cannot.
+        reinforce_signal: str. The reward each sampled location s_t is credited with: "caption" (the paper: the
+            whole caption's log-likelihood log p(y|s,a) for every step) or "reward_to_go": sum_{t' >= t} log
+            p(y_t'), the words s_t can still affect (h_t depends on s_t only from step t on, so the words before
+            add only noise; the estimate stays unbiased). The baseline then counts per remaining word: b is the
+            moving average of the per-word log-likelihood and step t's baseline is b times the caption's words
+            from t on (with "expected_context", the reference's reward-to-go plus that).
         expected_context_prob: float. Probability that a training minibatch uses the expected (soft) context
             instead of a sampled location (paper sec. 4.1: 0.5). Drawn once per minibatch, as the authors' code did.
         expected_context_warmup_steps: int. Hard attention: over the first this many optimizer steps the
@@ -73,6 +80,7 @@ class ModelConfig:
     baseline_decay: float = 0.9
     advantage_normalization: bool = False
     reinforce_baseline: Literal["moving_average", "expected_context"] = "moving_average"
+    reinforce_signal: Literal["caption", "reward_to_go"] = "caption"
     expected_context_prob: float = 0.5
     expected_context_warmup_steps: int = 0
     hard_inference: Literal["expected", "argmax", "sample"] = "expected"
@@ -86,6 +94,7 @@ class ModelConfig:
         _check_choice("gate", self.gate, GATE_KINDS)
         _check_choice("hard_inference", self.hard_inference, HARD_INFERENCE_KINDS)
         _check_choice("reinforce_baseline", self.reinforce_baseline, REINFORCE_BASELINES)
+        _check_choice("reinforce_signal", self.reinforce_signal, REINFORCE_SIGNALS)
         for name in ("vocab_size", "feature_dim", "embedding_dim", "units", "attention_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {getattr(self, name)!r}")

@@ -2,16 +2,23 @@
 
 `python -m tools.reinforce_variance --workdir DIR [--batches 4] [--draws 16]` loads a hard-attention
 work dir's model and, for a few training minibatches, redraws the attention locations `draws` times (dropout on,
-as in training) and computes the gradient of the training loss each time, three ways:
+as in training) and computes the gradient of the training loss each time, once per estimator:
 
-    with baseline     xent + REINFORCE with the model's own baseline (what training uses: the moving average b, or
-                      r(a, y) + b with model.reinforce_baseline="expected_context")
-    no baseline       the same with b = 0 (the plain score-function estimator of paper eq. 11)
-    expected context  xent with the soft, expected context (the other half of the paper's minibatches)
+    caption, moving average        the paper's: every step credited with log p(y|s,a) - b
+    caption, no baseline           the same with b = 0 (the plain score-function estimator of paper eq. 11)
+    caption, expected context      log p(y|s,a) - r(a, y) - b, r the caption's log-likelihood with the expected
+                                   context (model.reinforce_baseline="expected_context")
+    reward-to-go, moving average   step t credited with the log-likelihood of the words from t on, minus b per word
+                                   (model.reinforce_signal="reward_to_go")
+    reward-to-go, expected context the same minus the expected-context model's reward-to-go
+    expected context (backprop)    xent with the soft, expected context (the other half of the paper's minibatches)
 
-and prints, per estimator, the norm of the mean gradient ||g||, the total variance E||g_m - g||^2 of one draw and
-the signal-to-noise ratio ||g||^2 / E||g_m - g||^2 (how many draws it takes before the mean direction
-dominates; < 1 means a single minibatch's gradient is mostly noise), plus the share of the gradient norm that
+Every estimator with a baseline gets one fitted to it: b (and NVIL's v where the model uses it) is the minibatch's
+own mean signal (per caption, or per word for reward-to-go), as on the first sampled minibatch of training, so
+estimators are compared on equal terms whatever the model was trained with. It prints, per estimator, the norm of
+the mean gradient ||g||, the total variance E||g_m - g||^2 of one draw and the signal-to-noise ratio
+||g||^2 / E||g_m - g||^2 (how many draws it takes before the mean direction dominates; < 1 means a single
+minibatch's gradient is mostly noise), plus, for the model's own estimator, the share of the gradient norm that
 the REINFORCE term contributes, the attention entropy (nats, against log L for uniform) and the spread of the
 advantage log p(y|s,a) - b. docs/results.md uses it to explain why hard attention trails soft.
 
@@ -64,6 +71,18 @@ class VarianceReport:
         return "\n".join(lines)
 
 
+# name -> (reinforce_signal, reinforce_baseline); signal None = the expected context by backprop, baseline None =
+# no baseline.
+ESTIMATORS = {
+    "caption, moving average": ("caption", "moving_average"),
+    "caption, no baseline": ("caption", None),
+    "caption, expected context": ("caption", "expected_context"),
+    "reward-to-go, moving average": ("reward_to_go", "moving_average"),
+    "reward-to-go, expected context": ("reward_to_go", "expected_context"),
+    "expected context (backprop)": (None, None),
+}
+
+
 def _flat(grads) -> np.ndarray:
     return np.concatenate([np.asarray(tf.convert_to_tensor(g)).ravel() for g in grads if g is not None])
 
@@ -74,10 +93,13 @@ def measure(model, batches, draws: int = 16, seed: int = 0) -> VarianceReport:
     if not model.is_hard:
         raise ValueError("reinforce_variance needs a hard-attention model (model.attention == 'hard')")
     variables = model.trainable_variables
-    saved = (model.baseline.numpy(), model.baseline_updates.numpy())
+    own = model.model_config
+    saved = (model.baseline.numpy(), model.baseline_updates.numpy(),
+             None if model.advantage_variance is None else model.advantage_variance.numpy())
     baseline = float(saved[0])
-    per_estimator: dict[str, list[tuple[float, float]]] = {"with baseline": [], "no baseline": [],
-                                                          "expected context": []}
+    own_name = (f"{'reward-to-go' if own.reinforce_signal == 'reward_to_go' else 'caption'}, "
+                f"{own.reinforce_baseline.replace('_', ' ')}")
+    per_estimator: dict[str, list[tuple[float, float]]] = {name: [] for name in ESTIMATORS}
     shares, entropies, advantages = [], [], []
     max_entropy = 0.0
     count = 0
@@ -85,32 +107,40 @@ def measure(model, batches, draws: int = 16, seed: int = 0) -> VarianceReport:
         for b, batch in enumerate(batches):
             annotations, tokens = batch["annotations"], batch["tokens"]
             max_entropy = math.log(int(annotations.shape[1]))
-            # The model's own baseline: r_b + b with reinforce_baseline="expected_context" (r_b is deterministic).
-            reference = model.reinforce_reference(annotations, tokens, True)
-            offset = saved[0] + (0.0 if reference is None else reference.numpy())  # (B,) or scalar
             grads: dict[str, list[np.ndarray]] = {k: [] for k in per_estimator}
+            references = {}
+            for name, (signal, kind) in ESTIMATORS.items():
+                model.model_config = dataclasses.replace(own, reinforce_signal=signal or own.reinforce_signal,
+                                                         reinforce_baseline=kind or own.reinforce_baseline)
+                references[name] = model.reinforce_reference(annotations, tokens, True)
             for m in range(draws):
                 step_seed = tf.constant([seed + b, m], tf.int32)
-                for name in per_estimator:
-                    use_expected = tf.constant(name == "expected context")
-                    # b = 0 for "no baseline": a baseline of 0 with updates > 0 makes loss_terms use it as is.
-                    model.baseline.assign(0.0 if name == "no baseline" else saved[0])
-                    model.baseline_updates.assign(max(float(saved[1]), 1.0))
+                for name, (signal, kind) in ESTIMATORS.items():
+                    model.model_config = dataclasses.replace(own, reinforce_signal=signal or own.reinforce_signal,
+                                                             reinforce_baseline=kind or own.reinforce_baseline)
+                    use_expected = tf.constant(signal is None)
+                    # "no baseline": b = 0 used as is (updates > 0); otherwise the minibatch's own statistics.
+                    model.baseline.assign(0.0)
+                    model.baseline_updates.assign(1.0 if kind is None and signal else 0.0)
                     with tf.GradientTape(persistent=True) as tape:
                         out = model.teacher_forcing(annotations, tokens, training=True, seed=step_seed,
                                                     use_expected=use_expected)
                         terms = model.loss_terms(out, sampled=tf.logical_not(use_expected),
-                                                 reference=reference if name == "with baseline" else None)
+                                                 reference=references[name])
                     grads[name].append(_flat(tape.gradient(terms["loss"], variables)))
-                    if name == "with baseline":
+                    if name == own_name:
                         full = np.linalg.norm(grads[name][-1])
                         rf = _flat(tape.gradient(terms["reinforce"], variables))
                         shares.append(float(np.linalg.norm(rf) / max(full, 1e-12)))
                         entropies.append(float(tf.reduce_sum(out["entropy"] * out["mask"])
                                                / tf.reduce_sum(out["mask"])))
                         token_log_p = -tf.nn.sparse_softmax_cross_entropy_with_logits(out["targets"], out["logits"])
-                        log_p_y = tf.reduce_sum(token_log_p * out["mask"], axis=1)
-                        advantages.extend((log_p_y.numpy() - offset).tolist())
+                        log_p_y = tf.reduce_sum(token_log_p * out["mask"], axis=1).numpy()
+                        reference = references[name]
+                        if reference is not None:
+                            reference = reference.numpy()
+                            log_p_y = log_p_y - (reference[:, 0] if reference.ndim == 2 else reference)
+                        advantages.extend((log_p_y - log_p_y.mean()).tolist())
                     del tape
             for name, gs in grads.items():
                 g = np.stack(gs)  # (M, P)
@@ -119,8 +149,11 @@ def measure(model, batches, draws: int = 16, seed: int = 0) -> VarianceReport:
                 per_estimator[name].append((float(np.linalg.norm(mean)), variance))
             count += 1
     finally:
+        model.model_config = own
         model.baseline.assign(saved[0])
         model.baseline_updates.assign(saved[1])
+        if saved[2] is not None:
+            model.advantage_variance.assign(saved[2])
     if count == 0:
         raise ValueError("no minibatches to measure")
     stats = []

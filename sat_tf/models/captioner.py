@@ -15,9 +15,15 @@ contributes nothing and `xent` is the usual per-token cross-entropy):
     c = 1, or with `advantage_normalization` max(1, sqrt(v)), v the moving average of mean_b (R_b - r_b - b)^2 before
     this minibatch (NVIL's variance normalisation; a positive per-step scale, so the estimate stays unbiased
     up to that scale)
+    with `reinforce_signal="reward_to_go"` step t is credited with the words it can still affect instead:
+    reinforce = -lambda_r * sum_{b,t} stop_grad(G_bt - r_bt - b n_bt) / c * log p(s_bt | s_b<t, a) / N
+    G_bt = sum_{t' >= t} log p(y_bt'), r_bt the same under the expected context (or 0), n_bt the words from t on
+    and b the moving average of the per-word signal (c from the per-word mean square)
     entropy   = -lambda_e * sum_{b,t} H[s_bt] / N
+    with `expected_context_warmup_steps` W > 0 the probability of a minibatch using the expected context is
+    p + (1 - p) max(0, 1 - step / W) (1 at step 0, p = `expected_context_prob` from step W on)
 The gradient of xent + reinforce is the paper's Monte-Carlo estimate of the gradient of the lower bound L_s
-(divided by N); tests/models/test_reinforce.py checks that it is unbiased by exact enumeration.
+(divided by N); tests/models/test_reinforce.py checks that every estimator is unbiased by exact enumeration.
 
 Shapes: B batch, L locations, D depth, T steps, V vocabulary, H units, E embedding, K beams, S max length.
 """
@@ -54,7 +60,7 @@ class Captioner(SymbolicBuildFree, keras.Model):
     Args:
         vocab_size, feature_dim, embedding_dim, units, attention_dim, attention, gate, dropout,
         alpha_regularization, reinforce_weight, entropy_weight, baseline_decay, advantage_normalization,
-        reinforce_baseline, expected_context_prob, expected_context_warmup_steps, hard_inference, pad_id, start_id, end_id, unk_id: see
+        reinforce_baseline, reinforce_signal, expected_context_prob, expected_context_warmup_steps, hard_inference, pad_id, start_id, end_id, unk_id: see
         `sat_tf.config.ModelConfig`.
         seed: int or None. Seeds dropout, hard-attention sampling and the expected-context coin.
         unroll_steps: int. Teacher forcing of captions with up to this many steps runs as an unrolled graph
@@ -66,7 +72,8 @@ class Captioner(SymbolicBuildFree, keras.Model):
                  attention_dim: int = 512, attention: str = "soft", gate: str = "scalar", dropout: float = 0.5,
                  alpha_regularization: float = 1.0, reinforce_weight: float = 1.0, entropy_weight: float = 0.002,
                  baseline_decay: float = 0.9, advantage_normalization: bool = False,
-                 reinforce_baseline: str = "moving_average", expected_context_prob: float = 0.5,
+                 reinforce_baseline: str = "moving_average", reinforce_signal: str = "caption",
+                 expected_context_prob: float = 0.5,
                  expected_context_warmup_steps: int = 0, hard_inference: str = "expected",
                  pad_id: int = 0, start_id: int = 1, end_id: int = 2, unk_id: int = 3, seed: int | None = None,
                  unroll_steps: int = 32, **kwargs):
@@ -78,7 +85,7 @@ class Captioner(SymbolicBuildFree, keras.Model):
             alpha_regularization=alpha_regularization, reinforce_weight=reinforce_weight,
             entropy_weight=entropy_weight, baseline_decay=baseline_decay,
             advantage_normalization=bool(advantage_normalization), reinforce_baseline=reinforce_baseline,
-            expected_context_prob=expected_context_prob,
+            reinforce_signal=reinforce_signal, expected_context_prob=expected_context_prob,
             expected_context_warmup_steps=int(expected_context_warmup_steps),
             hard_inference=hard_inference, pad_id=pad_id, start_id=start_id, end_id=end_id, unk_id=unk_id)
         self.seed = seed
@@ -303,22 +310,38 @@ class Captioner(SymbolicBuildFree, keras.Model):
         terms = {"loss": xent + alpha_reg, "xent": xent, "alpha_reg": alpha_reg, "perplexity": tf.exp(xent)}
         if self.is_hard:
             sampled = tf.convert_to_tensor(sampled, tf.bool)
-            log_p_y = tf.reduce_sum(token_log_p, axis=1)  # (B,) R_b = log p(y_b | s_b, a)
-            log_p_s = tf.reduce_sum(out["log_prob"] * mask, axis=1)  # (B,) log p(s_b | a)
-            signal = tf.stop_gradient(log_p_y)  # (B,) R_b, or R_b - r_b
+            per_step = cfg.reinforce_signal == "reward_to_go"
+            if per_step:
+                signal = reward_to_go(token_log_p)  # (B, T) sum_{t' >= t} log p(y_bt')
+                scale = reward_to_go(mask)  # (B, T) the words from t on: the baseline's per-word multiplier
+            else:
+                signal = tf.reduce_sum(token_log_p, axis=1)  # (B,) R_b = log p(y_b | s_b, a)
+                scale = tf.ones_like(signal)  # (B,)
+            signal = tf.stop_gradient(signal)  # R_b, or R_b - r_b (per step with reward-to-go)
             if reference is not None:
                 signal -= tf.stop_gradient(tf.cast(reference, signal.dtype))
-            # The first sampled minibatch starts the average at its own mean instead of at 0.
-            mean_signal = batch_mean(signal)
+            # b's statistic: the mean caption signal, or with reward-to-go the mean signal per word (first step's
+            # reward-to-go is the whole caption's). The first sampled minibatch starts the average at its own mean.
+            mean_signal = batch_mean(signal[:, 0]) / batch_mean(scale[:, 0]) if per_step else batch_mean(signal)
             b = tf.where(self.baseline_updates > 0, self.baseline, mean_signal)
-            advantage = signal - b  # (B,)
+            advantage = signal - b * scale  # (B,) or (B, T)
+            if per_step:
+                advantage *= mask
             if self.advantage_variance is not None:
-                mean_square = batch_mean(tf.square(advantage))
+                square = tf.square(advantage)
+                if per_step:  # a caption's mean over its words
+                    square = tf.reduce_sum(square, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+                mean_square = batch_mean(square)
                 v = tf.where(self.baseline_updates > 0, self.advantage_variance, mean_square)
                 advantage = advantage / tf.maximum(1.0, tf.sqrt(v))
                 new_v = cfg.baseline_decay * v + (1.0 - cfg.baseline_decay) * mean_square
                 terms["advantage_variance"] = tf.where(sampled, new_v, tf.identity(self.advantage_variance))
-            reinforce = -cfg.reinforce_weight * tf.reduce_sum(advantage * log_p_s) / num_tokens
+            log_prob = out["log_prob"] * mask  # (B, T) log p(s_bt | s_b<t, a)
+            if per_step:
+                credited = tf.reduce_sum(advantage * log_prob)
+            else:
+                credited = tf.reduce_sum(advantage * tf.reduce_sum(log_prob, axis=1))  # log p(s_b | a)
+            reinforce = -cfg.reinforce_weight * credited / num_tokens
             reinforce *= tf.cast(sampled, reinforce.dtype)
             entropy = tf.reduce_sum(out["entropy"] * mask) / num_tokens
             terms["loss"] += reinforce - cfg.entropy_weight * entropy
@@ -384,19 +407,22 @@ class Captioner(SymbolicBuildFree, keras.Model):
         return tf.random.experimental.stateless_fold_in(base, self.optimizer.iterations.value)
 
     def reinforce_reference(self, annotations, tokens, sampled):
-        """r_b of the module docstring: (B,) float32 log p(y_b | a, expected context) without dropout or gradient,
-        computed only when `sampled` (zeros otherwise: the REINFORCE term is off then); None unless hard attention
-        with `reinforce_baseline="expected_context"`."""
+        """r_b of the module docstring: float32 log p(y_b | a, expected context) without dropout or gradient, (B,)
+        for the whole caption or (B, T) its reward-to-go with `reinforce_signal="reward_to_go"`, computed only when
+        `sampled` (zeros otherwise: the REINFORCE term is off then); None unless hard attention with
+        `reinforce_baseline="expected_context"`."""
         if not self.is_hard or self.model_config.reinforce_baseline != "expected_context":
             return None
+        per_step = self.model_config.reinforce_signal == "reward_to_go"
 
         def log_likelihood():
             out = self.teacher_forcing(annotations, tokens, training=False, hard_mode="expected")
             token_log_p = -tf.nn.sparse_softmax_cross_entropy_with_logits(out["targets"], out["logits"])  # (B, T)
-            return tf.stop_gradient(tf.reduce_sum(token_log_p * out["mask"], axis=1))  # (B,)
+            token_log_p *= out["mask"]
+            return tf.stop_gradient(reward_to_go(token_log_p) if per_step else tf.reduce_sum(token_log_p, axis=1))
 
-        return tf.cond(tf.convert_to_tensor(sampled, tf.bool), log_likelihood,
-                       lambda: tf.zeros([tf.shape(tokens)[0]], tf.float32))
+        shape = tf.shape(tokens[:, 1:]) if per_step else [tf.shape(tokens)[0]]
+        return tf.cond(tf.convert_to_tensor(sampled, tf.bool), log_likelihood, lambda: tf.zeros(shape, tf.float32))
 
     def update_baseline(self, terms, sampled):
         """After the update of a minibatch: stores the REINFORCE statistics of `loss_terms(out, sampled)`, which
@@ -538,6 +564,11 @@ class Captioner(SymbolicBuildFree, keras.Model):
         config["seed"] = self.seed
         config["unroll_steps"] = self.unroll_steps
         return config
+
+
+def reward_to_go(values):
+    """(B, T) -> (B, T): out[:, t] = sum_{t' >= t} values[:, t'] (masked values: padding adds nothing)."""
+    return tf.cumsum(values, axis=1, reverse=True)
 
 
 def _unpack(data):

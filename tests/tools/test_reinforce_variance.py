@@ -30,13 +30,22 @@ def test_the_baseline_cuts_the_variance_and_the_expected_context_has_no_sampling
     model.baseline_updates.assign(10.0)
     report = measure(model, [batch], draws=8)
     stats = {s.name: s for s in report.estimators}
-    assert stats["no baseline"].variance > 5 * stats["with baseline"].variance
+    assert set(stats) == {"caption, moving average", "caption, no baseline", "caption, expected context",
+                          "reward-to-go, moving average", "reward-to-go, expected context",
+                          "expected context (backprop)"}
+    assert stats["caption, no baseline"].variance > 5 * stats["caption, moving average"].variance
+    # the expected-context reference removes most of what the moving average leaves; reward-to-go credits each
+    # location with fewer words' noise
+    assert stats["caption, expected context"].variance < stats["caption, moving average"].variance
+    assert stats["reward-to-go, moving average"].variance < stats["caption, moving average"].variance
     # without dropout the expected context is deterministic: zero variance, infinite SNR
-    assert stats["expected context"].variance < 1e-8 * stats["expected context"].mean_norm ** 2
+    backprop = stats["expected context (backprop)"]
+    assert backprop.variance < 1e-8 * backprop.mean_norm ** 2
     assert 0 < report.reinforce_share and 0 < report.entropy <= report.max_entropy + 1e-6
     assert report.max_entropy == pytest.approx(math.log(L))
     assert model.baseline_updates.numpy() == 10.0  # restored
-    assert "| no baseline |" in report.format_table()
+    assert model.model_config.reinforce_signal == "caption"  # restored
+    assert "| caption, no baseline |" in report.format_table()
 
 
 def test_refuses_soft_attention():
