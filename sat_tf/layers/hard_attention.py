@@ -74,6 +74,9 @@ class HardAttention(SoftAttention):
         Returns:
             (context (B, D), location (B,) int32, log_prob (B,), entropy (B,)).
         """
+        # float32 whatever the compute dtype: under mixed precision bfloat16 logits would give log p(s_t) and H[s_t]
+        # (the REINFORCE score and the entropy bonus) only ~3 significant digits.
+        scores = tf.cast(scores, tf.float32)  # (B, L)
         distribution = tfp.distributions.Categorical(logits=scores)
         if mode == "sample" and rows is None:
             location = distribution.sample(seed=seed)  # (B,)

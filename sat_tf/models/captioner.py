@@ -198,8 +198,8 @@ class Captioner(SymbolicBuildFree, keras.Model):
                      "context": tf.zeros([batch, self.model_config.feature_dim], self.cell.compute_dtype),
                      "alpha": tf.zeros(tf.shape(annotations)[:2], self.cell.compute_dtype),
                      "location": tf.zeros([batch], tf.int32),
-                     "log_prob": tf.zeros([batch], self.cell.compute_dtype),
-                     "entropy": tf.zeros([batch], self.cell.compute_dtype)}
+                     "log_prob": tf.zeros([batch], tf.float32),  # float32 in any policy: REINFORCE's terms
+                     "entropy": tf.zeros([batch], tf.float32)}
             collected = {n: [] for n in names}
             for t in range(unrolled):
                 if static_steps is not None:
@@ -217,7 +217,7 @@ class Captioner(SymbolicBuildFree, keras.Model):
                     collected[n].append(extras[n])
             out = {n: tf.stack(collected[n], axis=1)[:, :steps] for n in names}  # (B, T, ...)
         else:
-            dtypes = {"location": tf.int32}
+            dtypes = {"location": tf.int32, "log_prob": tf.float32, "entropy": tf.float32}
             arrays = {n: tf.TensorArray(dtypes.get(n, self.cell.compute_dtype), size=steps) for n in names}
             inputs_ta = tf.TensorArray(projected_inputs.dtype, size=steps).unstack(projected_inputs)
 

@@ -71,3 +71,32 @@ def test_same_seed_same_samples():
 def test_unknown_inference_mode_is_refused():
     with pytest.raises(ValueError, match="inference"):
         HardAttention(A, inference="greedy")
+
+
+def test_log_prob_and_entropy_stay_float32_under_mixed_precision():
+    """REINFORCE's score log p(s_t) and the entropy bonus come from float32 logits even where the layer computes in
+    bfloat16, and the Captioner's teacher forcing keeps them float32 (unrolled and while-loop paths)."""
+    import keras
+
+    from sat_tf.models.captioner import Captioner
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = HardAttention(A, expected_context_prob=0.0)
+        x = _inputs(5)
+        out = layer(**x, training=True, seed=tf.constant([1, 2]))
+        assert out["log_prob"].dtype == tf.float32 and out["entropy"].dtype == tf.float32
+        alpha = tf.nn.softmax(tf.cast(layer.attend(x["annotations"], layer.project_annotations(x["annotations"]),
+                                                   layer.hidden_projection(x["hidden"]))[2], tf.float32)).numpy()
+        np.testing.assert_allclose(out["entropy"], -(alpha * np.log(alpha)).sum(-1), rtol=1e-6)
+        tokens = np.array([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0]], "int32")
+        annotations = np.random.RandomState(0).randn(2, L, D).astype("float32")
+        for unroll in (32, 0):
+            model = Captioner(vocab_size=10, feature_dim=D, embedding_dim=8, units=8, attention_dim=A,
+                              attention="hard", seed=0, unroll_steps=unroll)
+            fwd = model.teacher_forcing(annotations, tokens, training=True, seed=tf.constant([3, 4]),
+                                        use_expected=tf.constant(False))
+            assert fwd["log_prob"].dtype == tf.float32 and fwd["entropy"].dtype == tf.float32
+            assert model.cell.compute_dtype == "bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
