@@ -47,6 +47,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from sat_tf.export.source import ExportSource, export_config, with_decoding, write_config, write_vocabulary
+from sat_tf.files import write_atomic
 from sat_tf.models.captioner import Captioner
 from sat_tf.timing import median_seconds
 
@@ -257,10 +258,7 @@ def export_tflite(source: ExportSource, out_dir: str, variants=VARIANTS, models=
         for variant in variants:
             flatbuffer = convert({key: functions[key] for key in MODELS[model]}, variant)
             path = os.path.join(out_dir, f"{model}_{variant}.tflite")
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(flatbuffer)
-            os.replace(tmp, path)
+            write_atomic(path, lambda f: f.write(flatbuffer), binary=True)
             artifact = TFLiteArtifact(path, model, variant, len(flatbuffer), op_names(flatbuffer))
             if measure_latency:
                 artifact.latency_ms = measure_tflite_latency(path, source.image_size, source.max_tokens)

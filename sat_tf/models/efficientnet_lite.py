@@ -46,11 +46,12 @@ import pathlib
 import pickle
 import re
 import struct
-import tempfile
 from typing import Any, BinaryIO
 
 import keras
 import numpy as np
+
+from sat_tf.files import write_atomic
 
 BN_EPSILON = 1e-3
 # Version of the converted cache format; bump it when layer names or the conversion change.
@@ -600,17 +601,8 @@ def imagenet_weights(variant: int | str | LiteVariant = "lite0") -> dict[str, np
             pass
     path = weights_path(variant)
     weights = convert_torch_state_dict(read_torch_state_dict(path), variant, source=str(path))
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=cache.name + ".", suffix=".tmp", dir=cache.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **weights)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache may be shared
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    try:  # open()'s permissions, not the temporary file's 0600: the cache may be shared
+        write_atomic(cache, lambda f: np.savez(f, **weights), binary=True, fsync=False)
     except OSError:
         pass
     return weights

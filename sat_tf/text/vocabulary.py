@@ -39,10 +39,11 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-import tempfile
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from sat_tf.files import write_atomic
 
 PAD = "<pad>"
 START = "<start>"
@@ -275,28 +276,15 @@ class Vocabulary:
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
     def save(self, path: str | os.PathLike) -> str:
-        """Writes the vocabulary file atomically (temporary file in the same folder, then rename).
+        """Writes the vocabulary file atomically (`sat_tf.files.write_atomic`).
 
         Args:
-            path: destination file; its folder must exist.
+            path: destination file; its folder is created if needed.
 
         Returns:
             The checksum of what was written.
         """
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.to_bytes())
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_atomic(path, lambda f: f.write(self.to_bytes()), binary=True)
         return self.checksum()
 
     # Lookup ----------------------------------------------------------------------------------------------------
