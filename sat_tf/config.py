@@ -292,20 +292,10 @@ def load_config(path: str) -> dict[str, Any]:
 # Presets ---------------------------------------------------------------------------------------------------
 
 
-def paper_coco(vocab_size: int = 10000) -> ModelConfig:
-    """The authors' COCO setting: VGG-19 conv5_4 (14x14x512), E=512, H=1800, attention 512."""
-    return ModelConfig(vocab_size=vocab_size, feature_dim=512, embedding_dim=512, units=1800, attention_dim=512)
-
-
 def paper_flickr8k(vocab_size: int = 10000) -> ModelConfig:
-    """Flickr8k: the same architecture with a smaller LSTM (H=1000)."""
+    """The authors' Flickr8k setting: VGG-19 conv5_4 (14x14x512), E=512, H=1000, attention 512 (their COCO model
+    differs only in H=1800)."""
     return ModelConfig(vocab_size=vocab_size, feature_dim=512, embedding_dim=512, units=1000, attention_dim=512)
-
-
-def smoke(vocab_size: int = 50, feature_dim: int = 8) -> ModelConfig:
-    """A tiny model for tests and CI smoke runs."""
-    return ModelConfig(vocab_size=vocab_size, feature_dim=feature_dim, embedding_dim=16, units=32, attention_dim=16,
-                       dropout=0.0)
 
 
 def scenes_default() -> tuple[ModelConfig, TrainConfig, DataConfig]:

@@ -5,7 +5,6 @@ from sat_tf.metrics.coco_caption import (
     coco_image_id,
     find_java,
     python_ptb_tokenize,
-    read_coco_results,
     score_captions,
     write_coco_results,
 )
@@ -17,7 +16,6 @@ __all__ = [
     "find_java",
     "has_repeated_ngram",
     "python_ptb_tokenize",
-    "read_coco_results",
     "repeat_rate",
     "repeated_ngrams",
     "score_captions",

@@ -24,13 +24,12 @@ results file; note that CIDEr's document frequencies therefore come from the sco
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
 import shutil
 import threading
-from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
@@ -479,14 +478,3 @@ def write_coco_results(path: str | os.PathLike, candidates: Mapping[Hashable, st
         records.append({"image_id": out_id, "caption": caption})
     write_json_atomic(path, records, indent=1, ensure_ascii=False)
     return records
-
-
-def read_coco_results(path: str | os.PathLike) -> dict[Hashable, str]:
-    """Reads a COCO results file back into {image_id: caption}.
-
-    Args:
-        path: str or PathLike. A file written by `write_coco_results` (or any COCO captioning results file).
-    """
-    with open(path, encoding="utf-8") as f:
-        records: Iterable[Mapping[str, Any]] = json.load(f)
-    return {r["image_id"]: r["caption"] for r in records}

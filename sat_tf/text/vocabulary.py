@@ -29,7 +29,7 @@ A SavedModel whose graph uses these functions needs `import tensorflow_text` bef
 
 TensorFlow and tensorflow-text are imported where they are used, not with this module: reading a vocabulary file
 and turning ids into words (`Vocabulary.load(...).decode(...)`) works on a device with numpy alone (the LiteRT
-runtime, `sat_tf.lite`). The graph-side tables are `sat_tf.text.vocabulary_table.VocabularyTable`.
+runtime, `sat_tf.lite`).
 
 Shapes: N captions, W words per caption (ragged), T = max_length + 2 token ids per encoded caption.
 """
@@ -140,21 +140,11 @@ def tokenize_captions(captions: Iterable[str]) -> list[list[str]]:
     return out
 
 
-def normalize_captions(captions: Iterable[str]) -> list[str]:
-    """Python convenience: `normalize_caption` run eagerly over many captions, returned as a list of str.
-
-    Args:
-        captions: iterable of caption strings.
-    """
-    return [" ".join(words) for words in tokenize_captions(captions)]
-
-
 class Vocabulary:
     """Word <-> id mapping with the special tokens <pad>=0, <start>=1, <end>=2, <unk>=3.
 
     Build one from the training captions with `Vocabulary.build`, write it with `save` (atomic), read it back with
-    `load`. `encode`/`decode` are the Python/numpy versions; `table()` gives the TensorFlow version for
-    `Dataset.map` and exported graphs. Both use the same normalisation (module docstring).
+    `load`. `encode`/`decode` take and give Python and numpy values, with the normalisation of the module docstring.
 
     Args:
         tokens: every token in id order, starting with the four special tokens.
@@ -399,12 +389,6 @@ class Vocabulary:
                 "most_frequent_unknown": [[w, unknown[w]]
                                           for w in sorted(unknown, key=lambda w: (-unknown[w], w))[:top]]}
 
-    def table(self, name: str = "vocabulary") -> "VocabularyTable":
-        """The TensorFlow version of this vocabulary (for Dataset.map and exported graphs)."""
-        from sat_tf.text.vocabulary_table import VocabularyTable
-
-        return VocabularyTable(self._tokens, name=name)
-
 
 def _token_problem(token: str) -> str | None:
     if token == "":
@@ -413,13 +397,3 @@ def _token_problem(token: str) -> str | None:
         return (f"token {token!r} contains whitespace"
                 + (" (Windows line ending? write the file with plain \\n)" if "\r" in token else ""))
     return None
-
-
-def __getattr__(name: str):
-    # `sat_tf.text.vocabulary.VocabularyTable` still names the graph-side table, imported (with TensorFlow) only
-    # when asked for.
-    if name == "VocabularyTable":
-        from sat_tf.text.vocabulary_table import VocabularyTable
-
-        return VocabularyTable
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

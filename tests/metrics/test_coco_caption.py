@@ -10,8 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from sat_tf.metrics import coco_caption as cc
-from sat_tf.metrics import (CaptionScores, python_ptb_tokenize, read_coco_results, score_captions,
-                            write_coco_results)
+from sat_tf.metrics import CaptionScores, python_ptb_tokenize, score_captions, write_coco_results
 
 HAS_JAVA = shutil.which("java") is not None
 needs_java = pytest.mark.skipif(not HAS_JAVA, reason="needs `java` on PATH (OpenJDK) for PTBTokenizer/METEOR")
@@ -199,7 +198,6 @@ def test_results_json_is_coco_format(tmp_path):
     coco.createIndex()
     results = coco.loadRes(str(path))
     assert sorted(results.getImgIds()) == [139, 285]
-    assert read_coco_results(path) == {139: "a dog runs", 285: "a cat"}
 
     flickr = tmp_path / "flickr.json"
     write_coco_results(flickr, {"1000268201_693b08cb0e.jpg": "a girl", "0042": "x"})

@@ -33,7 +33,12 @@ def paper_parameter_count(V, D, E, H, A, gate_width=1):
     return embedding + attention + init + lstm + gate + deep_output
 
 
-@pytest.mark.parametrize("preset", [cfg.paper_coco, cfg.paper_flickr8k])
+def paper_coco(vocab_size: int = 10000) -> cfg.ModelConfig:
+    """The authors' COCO setting: VGG-19 conv5_4 (14x14x512), E=512, H=1800, attention 512."""
+    return cfg.ModelConfig(vocab_size=vocab_size, feature_dim=512, embedding_dim=512, units=1800, attention_dim=512)
+
+
+@pytest.mark.parametrize("preset", [paper_coco, cfg.paper_flickr8k])
 @pytest.mark.parametrize("attention", ["soft", "hard"])
 def test_parameter_count_at_paper_sizes(preset, attention):
     c = preset()
@@ -43,7 +48,7 @@ def test_parameter_count_at_paper_sizes(preset, attention):
     assert model.count_params() - 2 == want  # + the REINFORCE baseline and its update count (non-trainable)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert trainable == want
-    if preset is cfg.paper_coco:
+    if preset is paper_coco:
         # V=10000, D=512, E=512, H=1800, A=512, by hand: embedding 5,120,000 + attention 1,184,768
         # + init MLPs 1,846,800 + LSTM 20,340,000 + gate 1,801 + deep output 6,314,256.
         assert want == 34_807_625

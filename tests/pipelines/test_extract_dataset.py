@@ -256,7 +256,7 @@ def test_flickr8k_subset_end_to_end(flickr8k_dir, tmp_path):
     """30 train + 10 dev images of the real Flickr8k through the real encoder into one training step."""
     import keras
 
-    from sat_tf.config import smoke
+    from sat_tf.config import ModelConfig
     from sat_tf.models.captioner import Captioner
     from sat_tf.models.encoder import build_encoder, encoder_spec
     from sat_tf.pipelines.sources import read_flickr8k
@@ -271,7 +271,9 @@ def test_flickr8k_subset_end_to_end(flickr8k_dir, tmp_path):
                                 str(tmp_path / "f"), shard_size=16, progress=False, reader_report=report.counts())
     assert manifest["splits"]["train"]["images"] == 30 and manifest["splits"]["val"]["images"] == 10
     assert manifest["feature_shape"] == [49, 192] and not manifest["skipped"]
-    model = Captioner.from_model_config(smoke(vocab_size=len(vocab), feature_dim=192), seed=0)
+    config = ModelConfig(vocab_size=len(vocab), feature_dim=192, embedding_dim=16, units=32, attention_dim=16,
+                         dropout=0.0)
+    model = Captioner.from_model_config(config, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     ds = training_dataset(str(tmp_path / "f"), 16, vocabulary_checksum=vocab.checksum(), feature_shape=(49, 192))
     history = model.fit(ds, epochs=1, verbose=0)

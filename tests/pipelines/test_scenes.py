@@ -200,7 +200,8 @@ def test_captions_form(sample_scenes):
 
 def test_captions_survive_normalisation(sample_scenes):
     """Word positions in a stored caption are positions in the tokenised caption (what grounding relies on)."""
-    from sat_tf.text.vocabulary import normalize_captions
+    from tests.text.helpers import normalize_captions
+
     captions = [c for _, _, _, scene in sample_scenes[:40] for c in scene["captions"]]
     assert normalize_captions(captions) == captions
 

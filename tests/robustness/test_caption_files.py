@@ -16,8 +16,9 @@ from sat_tf.pipelines import tfrecord
 from sat_tf.pipelines.extract import extract_features
 from sat_tf.pipelines.sources import CaptionRecord, read_coco, read_flickr8k, read_karpathy
 from sat_tf.pipelines.sources import record as R
-from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID, Vocabulary, normalize_captions
+from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID, Vocabulary
 from tests.pipelines import helpers
+from tests.text.helpers import normalize_captions
 
 
 def _flickr8k(tmp_path, token_bytes: bytes, names=("a.jpg", "b.jpg", "c.jpg")):

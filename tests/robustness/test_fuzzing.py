@@ -24,7 +24,8 @@ from PIL import Image
 from sat_tf.images import ImageError, load_image
 from sat_tf.pipelines.sources import read_coco, read_flickr8k, read_karpathy
 from sat_tf.pipelines.sources import record as R
-from sat_tf.text.vocabulary import normalize_caption, normalize_captions
+from sat_tf.text.vocabulary import normalize_caption
+from tests.text.helpers import normalize_captions
 
 # Damaged TIFF headers make Pillow warn ("Tag data larger than file") while it decodes what it can: expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")
