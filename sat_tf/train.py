@@ -88,7 +88,7 @@ def configs_from_args(args: argparse.Namespace) -> dict:
         if args.recipe:
             raise SystemExit("--recipe chooses between the real datasets' recipes; the embedded scenes have one "
                              "preset (drop --recipe, or use --set)")
-        model, train, data = cfg.scenes_default()
+        model, train, data = cfg.scenes_default(args.attention)
     else:
         model, train, data = cfg.real_dataset_default(args.dataset, args.data_dir, args.recipe or "tuned",
                                                       args.attention)

@@ -153,7 +153,15 @@ def test_real_dataset_recipes_tuned_by_default_paper_on_request():
     assert soft["data"].mirrored_views is True and soft["data"].mirror_probability == 0.5
     assert (soft["data"].encoder, soft["data"].encoder_layer) == ("efficientnet_lite0", "top")
     assert soft["data"].data_dir == "d"
-    assert configs("--dataset", "flickr8k", "--attention", "hard")["train"].epochs == 10
+    hard = configs("--dataset", "flickr8k", "--attention", "hard")
+    assert hard["train"].epochs == 10 and hard["model"].expected_context_warmup_steps == 2800
+    assert soft["model"].expected_context_warmup_steps == 0
+    assert configs("--dataset", "coco", "--attention", "hard")["model"].expected_context_warmup_steps == 39000
+    assert configs("--dataset", "imagefolder", "--attention", "hard")["model"].expected_context_warmup_steps == 0
+    assert configs("--attention", "hard")["model"].expected_context_warmup_steps == 870  # the scenes
+    assert configs()["model"].expected_context_warmup_steps == 0
+    assert configs("--dataset", "flickr8k", "--attention", "hard", "--recipe", "paper"
+                   )["model"].expected_context_warmup_steps == 0  # the paper's constant 0.5
     paper = configs("--dataset", "flickr8k", "--data-dir", "d", "--recipe", "paper")
     assert paper["model"].alpha_regularization == 1.0 and paper["model"].advantage_normalization is False
     assert paper["train"].weight_average_decay == 0.0 and paper["train"].epochs == 10
