@@ -27,7 +27,7 @@ from sat_tf.config import DataConfig, ModelConfig, TrainConfig
 from sat_tf.files import write_json_atomic
 from sat_tf.models.captioner import Captioner
 from sat_tf.models.encoder import EncoderSpec, build_encoder, encoder_spec
-from sat_tf.pipelines.extract import MANIFEST
+from sat_tf.pipelines.manifest import MANIFEST
 from sat_tf.pipelines.prepare import encoder_differences
 from sat_tf.text.vocabulary import Vocabulary
 

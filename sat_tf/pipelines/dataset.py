@@ -16,95 +16,24 @@ dataset size (with mirrored views the image buffer holds both views of each imag
 depend on the shuffle order (each length bucket yields ceil(n / B) batches), so `steps_per_epoch` is computed
 from the manifest's length histogram, and a resumed run replays exactly the epochs it has not finished.
 
-Before any shard is read, `check_features` compares every shard's size (and by default its sha256) with the
-manifest: a truncated or corrupt shard is reported by name instead of surfacing as a DataLossError mid-epoch.
+Before any shard is read, `check_features` (`sat_tf.pipelines.manifest`) compares every shard's size (and by
+default its sha256) with the manifest: a truncated or corrupt shard is reported by name instead of surfacing as a
+DataLossError mid-epoch.
 
 Shapes: B batch, L locations, D depth, T tokens (<start> ... <end>, padded), N captions of an image.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from typing import Sequence
 
 import tensorflow as tf
 
 from sat_tf.pipelines import tfrecord
-from sat_tf.pipelines.extract import MANIFEST, sha256_file
+from sat_tf.pipelines.manifest import FeatureError, check_features, load_manifest
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-class FeatureError(ValueError):
-    """Feature shards that cannot be used as they are (missing, truncated, corrupt, from another setup)."""
-
-
-def load_manifest(features_dir: str) -> dict:
-    """Reads `features_dir/manifest.json` with a clear error where it is missing or not JSON."""
-    path = os.path.join(features_dir, MANIFEST)
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        raise FeatureError(f"{path} not found: extract features first (python -m sat_tf.pipelines.extract), or "
-                           f"the extraction did not finish (rerun it to resume)") from None
-    except json.JSONDecodeError as e:
-        raise FeatureError(f"{path} is not valid JSON: {e}") from e
-    if manifest.get("format") != tfrecord.FORMAT:
-        raise FeatureError(f"{path}: format {manifest.get('format')!r} is not {tfrecord.FORMAT!r}")
-    return manifest
-
-
-def check_features(features_dir: str, split: str, *, manifest: dict | None = None,
-                   vocabulary_checksum: str | None = None, feature_shape: Sequence[int] | None = None,
-                   verify: str = "sha256") -> list[str]:
-    """The split's shard paths, after checking them against the manifest; raises FeatureError naming the file.
-
-    Args:
-        features_dir: str. Directory with manifest.json and shards.
-        split: str. "train", "val", ...
-        manifest: dict or None. Already loaded manifest.
-        vocabulary_checksum: str or None. The vocabulary the model uses; must be the shards' vocabulary.
-        feature_shape: (L, D) or None. What the model expects.
-        verify: "sha256" (hash every shard: a flipped byte is caught), "size" (only the byte count: a truncated
-            shard is caught) or "none".
-    """
-    manifest = manifest or load_manifest(features_dir)
-    where = os.path.join(features_dir, MANIFEST)
-    if split not in manifest["splits"]:
-        raise FeatureError(f"{where} has no {split!r} split; it has {sorted(manifest['splits'])}")
-    if vocabulary_checksum is not None and manifest["vocabulary"]["checksum"] != vocabulary_checksum:
-        raise FeatureError(f"{where}: the shards were encoded with vocabulary {manifest['vocabulary']['checksum'][:12]}"
-                           f"..., the model uses {vocabulary_checksum[:12]}... (another vocab.txt)")
-    if feature_shape is not None and list(manifest["feature_shape"]) != list(feature_shape):
-        raise FeatureError(f"{where}: features are {tuple(manifest['feature_shape'])} (encoder "
-                           f"{manifest['encoder']['name']}/{manifest['encoder']['layer']}), the model expects "
-                           f"{tuple(feature_shape)}")
-    paths = []
-    for shard in manifest["splits"][split]["shards"]:
-        path = os.path.join(features_dir, shard["file"])
-        if not os.path.exists(path):
-            raise FeatureError(f"shard {path} listed in {where} is missing; {_redo(where)}")
-        if verify != "none":
-            size = os.path.getsize(path)
-            if size != shard["bytes"]:
-                raise FeatureError(f"shard {path} is {size} bytes, the manifest says {shard['bytes']}: truncated or "
-                                   f"damaged; {_redo(where, path)}")
-        if verify == "sha256" and sha256_file(path) != shard["sha256"]:
-            raise FeatureError(f"shard {path} does not match its sha256 in {where}: corrupt; {_redo(where, path)}")
-        paths.append(path)
-    if not paths:
-        raise FeatureError(f"{where}: the {split!r} split has no shards")
-    return paths
-
-
-def _redo(manifest_path: str, shard_path: str | None = None) -> str:
-    """How to rewrite damaged shards. The manifest must go too: while it exists, rerunning the extraction returns
-    it as it is (`prepare_features`) and rewrites nothing; without it, the extraction keeps every intact shard."""
-    what = f"{shard_path} and {manifest_path}" if shard_path else manifest_path
-    return f"delete {what}, then rerun the extraction: it rewrites only the missing shard(s)"
 
 
 def length_boundaries(max_caption_length: int) -> list[int]:

@@ -17,7 +17,8 @@ import json
 import os
 
 from sat_tf.config import DataConfig
-from sat_tf.pipelines.extract import MANIFEST, VOCAB, extract_features
+from sat_tf.pipelines.extract import extract_features
+from sat_tf.pipelines.manifest import MANIFEST, VOCAB, FeatureError, check_features, load_manifest
 from sat_tf.pipelines.sources.record import CaptionRecord, ReadReport
 from sat_tf.text.vocabulary import Vocabulary
 
@@ -115,8 +116,6 @@ def encoder_differences(recorded: dict, wanted: dict, keys=None) -> dict:
 def check_encoder(features_dir: str, config: DataConfig) -> dict:
     """The manifest of `features_dir`, refused by name unless its features come from the encoder, layer and image
     size that `config` names (the vocabulary and the depth are checked where the shards are read)."""
-    from sat_tf.pipelines.dataset import FeatureError, load_manifest
-
     manifest = load_manifest(features_dir)
     recorded = manifest.get("encoder") or {}
     wanted = encoder_info(config, recorded.get("weights", "imagenet"))
@@ -174,8 +173,6 @@ def prepare_features(config: DataConfig, features_dir: str, *, weights: str = "i
         with open(manifest_path, encoding="utf-8") as f:
             manifest = json.load(f)
         if _matches(manifest, config, info, vocabulary):
-            from sat_tf.pipelines.dataset import FeatureError, check_features
-
             try:  # a shard deleted or damaged since: fall through and let the extraction rewrite it
                 for split in manifest["splits"]:
                     check_features(features_dir, split, manifest=manifest, verify="size")

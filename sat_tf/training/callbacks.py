@@ -254,7 +254,7 @@ def _append_history(path: str, record: dict) -> None:
 def _figure(result: Evaluation, features_dir: str) -> np.ndarray | None:
     """The first decoded image's attention figure as (H, W, 3) uint8, or None if the image cannot be read."""
     from sat_tf.images import ImageError, load_image
-    from sat_tf.pipelines.dataset import load_manifest
+    from sat_tf.pipelines.manifest import load_manifest
     from sat_tf.visualize import attention_figure
 
     if not result.decoded:

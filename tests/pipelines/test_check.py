@@ -116,7 +116,7 @@ def test_training_or_extraction_on_one_coco_file_is_refused_before_extraction(tm
         assert run(argv) == 1
         features = os.path.join(workdir, "features")
     else:
-        from sat_tf.pipelines.extract import main as run
+        from sat_tf.pipelines.extract.__main__ import main as run
 
         argv = ["--dataset", "coco", "--data-dir", images, "--coco-annotations", annotations, "--out", features]
         with pytest.raises(ValueError, match="--dataset karpathy"):

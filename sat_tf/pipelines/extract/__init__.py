@@ -8,9 +8,9 @@ final name is always complete. A rerun skips every finished shard, so it resumes
 and ends with the same bytes as an uninterrupted run.
 
 Images that cannot be used are skipped and counted with the reason (see `sat_tf.images`): the run never stops
-for one bad photo. `manifest.json` (written last, atomically) records the encoder, the feature shape, the
-vocabulary checksum, per-split counts and shard hashes, the caption-length histogram (to size epochs exactly),
-and every skipped image with its reason.
+for one bad photo. `manifest.json` (written last, atomically; `sat_tf.pipelines.manifest`) records the encoder, the
+feature shape, the vocabulary checksum, per-split counts and shard hashes, the caption-length histogram (to size
+epochs exactly), and every skipped image with its reason.
 
 With `mirrored=True` every record also holds the encoder's features of the horizontally mirrored photo (the same
 pixels, columns reversed): the views that training augmentation (`DataConfig.mirror_probability`) and test-time
@@ -18,36 +18,35 @@ averaging (`evaluate --mirror`) read. It costs a second encoder pass per image a
 
 Decoding runs in a thread pool (Pillow releases the GIL) while the encoder runs on the previous batch.
 
+`python -m sat_tf.pipelines.extract` (`__main__.py`) reads a dataset, builds the vocabulary and extracts
+(`sat_tf.pipelines.prepare.prepare_features`).
+
 Shapes: B batch, S image side, L locations, D depth.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
 import dataclasses
 import functools
 import glob
-import hashlib
 import itertools
 import json
 import os
 import sys
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from sat_tf.files import write_json_atomic
 from sat_tf.images import ImageError, load_and_resize
 from sat_tf.pipelines import tfrecord
+from sat_tf.pipelines.manifest import MANIFEST, VOCAB, sha256_file, write_json
 from sat_tf.pipelines.sources.record import CaptionRecord
 from sat_tf.text.vocabulary import Vocabulary
 
-MANIFEST = "manifest.json"
-VOCAB = "vocab.txt"
 _SIDECAR = ".json"
 _TMP = ".tmp"
 
@@ -95,20 +94,6 @@ class Progress:
         self.update(force=True)
         self.stream.write("\n")
         self.stream.flush()
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(path: str, payload) -> None:
-    """Manifests and sidecars: sorted keys, written atomically (`sat_tf.files.write_json_atomic`)."""
-    write_json_atomic(path, payload, sort_keys=True)
 
 
 def plan_shards(records: Sequence[CaptionRecord], shard_size: int) -> list[tuple[str, list[CaptionRecord]]]:
@@ -163,8 +148,10 @@ def extract_features(records: Sequence[CaptionRecord], encoder: Callable, encode
                              f"directory or delete it to re-extract")
     else:
         vocabulary.save(vocab_path)
-    for stale in glob.glob(os.path.join(out_dir, "*" + _TMP)):
-        os.remove(stale)  # a killed run's half-written shard or sidecar
+    # A killed run's half-written shard, or a temporary file of `sat_tf.files.write_atomic` (vocabulary, sidecar,
+    # manifest: `.<name>.*.tmp`, which "*" does not match).
+    for stale in glob.glob(os.path.join(out_dir, "*" + _TMP)) + glob.glob(os.path.join(out_dir, ".*" + _TMP)):
+        os.remove(stale)
 
     plan = plan_shards(records, shard_size)
     todo = [(name, items) for name, items in plan if not _finished(out_dir, name, encoder_info, checksum,
@@ -329,42 +316,3 @@ def _manifest(out_dir, plan, encoder_info, vocabulary, max_caption_length, shard
         "skipped_counts": dict(reasons),
         "reader_report": reader_report or {},
     }
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    """`python -m sat_tf.pipelines.extract`: read a dataset, build the vocabulary, extract features."""
-    from sat_tf.config import DataConfig
-    from sat_tf.pipelines.prepare import prepare_features
-
-    parser = argparse.ArgumentParser(prog="python -m sat_tf.pipelines.extract", description=main.__doc__)
-    parser.add_argument("--dataset", required=True,
-                        choices=["scenes", "flickr8k", "coco", "karpathy", "imagefolder"])
-    parser.add_argument("--data-dir", default="")
-    parser.add_argument("--out", required=True, help="features directory (shards, manifest.json, vocab.txt)")
-    parser.add_argument("--encoder", default=DataConfig.encoder)
-    parser.add_argument("--layer", default="", help="feature layer (default: the encoder's 14x14 layer)")
-    parser.add_argument("--image-size", type=int, default=DataConfig.image_size)
-    parser.add_argument("--min-count", type=int, default=DataConfig.min_count)
-    parser.add_argument("--max-vocab", type=int, default=DataConfig.max_vocab)
-    parser.add_argument("--max-caption-length", type=int, default=DataConfig.max_caption_length)
-    parser.add_argument("--shard-size", type=int, default=DataConfig.shard_size)
-    parser.add_argument("--coco-annotations", default="")
-    parser.add_argument("--mirrored", action="store_true",
-                        help="also store the features of each horizontally mirrored photo (for training "
-                             "augmentation, data.mirror_probability, and `evaluate --mirror`)")
-    args = parser.parse_args(argv)
-    config = DataConfig(dataset=args.dataset, data_dir=args.data_dir, features_dir=args.out, encoder=args.encoder,
-                        encoder_layer=args.layer, image_size=args.image_size, min_count=args.min_count,
-                        max_vocab=args.max_vocab, max_caption_length=args.max_caption_length,
-                        shard_size=args.shard_size, coco_annotations=args.coco_annotations,
-                        mirrored_views=args.mirrored)
-    manifest = prepare_features(config, args.out)
-    for split, info in manifest["splits"].items():
-        print(f"{split}: {info['images']} images, {info['captions']} captions, {len(info['shards'])} shards")
-    print(f"skipped: {len(manifest['skipped'])} {manifest['skipped_counts']}")
-    print(f"manifest: {os.path.join(args.out, MANIFEST)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
