@@ -15,9 +15,15 @@ Keras-side workarounds, each with the reason:
   hands every replica 1/R of it; the optimizer's own sum then rebuilds the clipped global gradient (its own clip
   sees a norm <= clipnorm / R and changes nothing).
 * keras#20585 (`SymbolicBuildFree`). Under a strategy scope `fit` first pulls one batch and reduces it EAGERLY
-  across replicas to build the model symbolically; under MultiWorkerMirroredStrategy that reduction fails, and with
-  replicas whose batches differ in caption length it cannot work at all. The Captioner creates every weight in its
-  constructor, so the mixin skips that build and only builds the optimizer.
+  across replicas to build the model symbolically, whether or not anything is left to build. Under
+  MultiWorkerMirroredStrategy that reduction fails ("Attempt to convert a value ({'annotations': PerReplica...})"),
+  and with replicas whose batches differ in caption length it cannot work at all (AddN of [4,5] and [4,7]). No
+  public setting skips it: building the model and the optimizer in the scope beforehand does not, since the batch
+  is pulled and reduced first. The Captioner creates every weight in its constructor, so the mixin overrides
+  Keras' private `_maybe_symbolic_build` to build only the optimizer. Private methods change between releases
+  without notice, so the override applies only to the Keras versions it was checked on (`VERIFIED_KERAS`); with
+  any other Keras it warns and leaves Keras' own build in place. tests/training/test_distributed.py fails without
+  it (both the mirrored run, whose replica batches differ in length, and the two workers).
 * keras#20585, second half (`fit_logs`). Under MultiWorkerMirroredStrategy `fit` reduces the step's logs with
   `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars; the logs go out with shape (1,) there.
 
@@ -27,7 +33,16 @@ MirroredStrategy (2 logical CPUs) and two worker processes against one process.
 
 from __future__ import annotations
 
+import re
+import warnings
+
+import keras
 import tensorflow as tf
+
+# Keras versions (lowest, highest, both included) on which overriding `_maybe_symbolic_build` was checked:
+# tests/training/test_distributed.py passes with the override and fails without it. Widen the range only
+# after running those tests on the new version.
+VERIFIED_KERAS = ((3, 15, 1), (3, 15, 1))
 
 
 def num_replicas() -> int:
@@ -112,12 +127,37 @@ def fit_logs(logs: dict) -> dict:
     return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
+def keras_version() -> tuple[int, int, int]:
+    """The installed Keras version as (major, minor, patch); a pre-release suffix ("3.16.0.dev1") is ignored."""
+    numbers = [int(n) for n in re.findall(r"\d+", keras.version())[:3]]
+    return tuple(numbers + [0] * (3 - len(numbers)))
+
+
+def keras_verified() -> bool:
+    """Whether the installed Keras lies in `VERIFIED_KERAS`, where `SymbolicBuildFree` was checked."""
+    low, high = VERIFIED_KERAS
+    return low <= keras_version() <= high
+
+
 class SymbolicBuildFree:
     """Mixin for a `keras.Model` that creates all its weights in its constructor: `fit`/`evaluate` skip Keras'
     symbolic build (keras#20585, see the module docstring) and only build the compiled optimizer, in the model's
-    strategy scope, so that its slots are created before the first (replica-context) step."""
+    strategy scope, so that its slots are created before the first (replica-context) step.
+
+    It overrides a private Keras method, so only on the Keras versions of `VERIFIED_KERAS`; on any other version it
+    warns and Keras' own build runs (which fails under MultiWorkerMirroredStrategy, and under MirroredStrategy
+    where replica batches differ in shape, as long as keras#20585 stands)."""
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not keras_verified():
+            low, high = (".".join(map(str, v)) for v in VERIFIED_KERAS)
+            warnings.warn(f"sat_tf skips Keras' symbolic build under tf.distribute (keras#20585) by overriding "
+                          f"Keras' private Model._maybe_symbolic_build, checked on Keras {low} to {high} only; with "
+                          f"Keras {keras.version()} Keras' own build runs instead, which fails under "
+                          f"MultiWorkerMirroredStrategy or where replica batches differ in shape. Install a checked "
+                          f"Keras, or run tests/training/test_distributed.py with this one and widen "
+                          f"sat_tf.models.distributed_fit.VERIFIED_KERAS.", stacklevel=2)
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)

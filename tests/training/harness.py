@@ -8,6 +8,8 @@ final weights to
     environment);  logical_cpus: int (> 1 splits the CPU into that many logical devices before anything else
     runs, for "mirrored");  out: str;  epochs: int;
     uneven: bool (the last global batch is partial: with two replicas the second gets none);
+    trim: bool (each replica batch is cut to its longest caption, as the training pipeline cuts its batches: with
+        two replicas their batches then differ in shape, short captions in the first, long ones in the second);
     weight_average_decay: float;  reinforce_baseline: str;
     runs: a list of such specs to train one after the other in this process.
 
@@ -53,12 +55,12 @@ def global_batches(uneven: bool = False, seed: int = 0) -> list[dict[str, np.nda
     return batches
 
 
-def sliced_dataset_fn(batches: list[dict[str, np.ndarray]]):
+def sliced_dataset_fn(batches: list[dict[str, np.ndarray]], trim: bool = False):
     """dataset_fn(input_context): this input pipeline's replica slices of every global batch, in step order.
 
     Pipeline p serves replicas p*r .. p*r + r - 1 (r replicas per pipeline); the distributed iterator hands a
     pipeline's consecutive elements to its replicas in order. Empty slices are left out, so a pipeline can end
-    a step early (then the strategy gives its replicas empty batches).
+    a step early (then its replicas get empty batches). `trim` cuts every slice to its longest caption.
     """
     import tensorflow as tf
 
@@ -71,13 +73,15 @@ def sliced_dataset_fn(batches: list[dict[str, np.ndarray]]):
                 start = (context.input_pipeline_id * local + j) * per_replica
                 piece = {k: v[start:start + per_replica] for k, v in batch.items()}
                 if len(piece["tokens"]):
+                    if trim:  # up to the last column holding a real token
+                        piece["tokens"] = piece["tokens"][:, :int(np.max(np.nonzero(piece["tokens"])[1])) + 1]
                     elements.append(piece)
 
         def generate():
             yield from elements
 
         signature = {"annotations": tf.TensorSpec((None, L, D), tf.float32),
-                     "tokens": tf.TensorSpec((None, TOKENS), tf.int32)}
+                     "tokens": tf.TensorSpec((None, None if trim else TOKENS), tf.int32)}
         return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
     return dataset_fn
@@ -118,7 +122,7 @@ def train(spec: dict):
                                          spec.get("reinforce_baseline", "moving_average"))
     with strategy.scope():
         model = build_model(model_config, train_config)
-    dataset_fn = sliced_dataset_fn(global_batches(spec.get("uneven", False)))
+    dataset_fn = sliced_dataset_fn(global_batches(spec.get("uneven", False)), trim=spec.get("trim", False))
     # The same global batches every epoch; the trainer's epoch loop over `model.fit`.
     fit_epochs(model, lambda epoch, context=None: dataset_fn(context or tf.distribute.InputContext()), strategy,
                0, train_config.epochs, [], verbose=2, steps=STEPS_PER_EPOCH)

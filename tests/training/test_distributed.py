@@ -237,14 +237,16 @@ def test_loss_terms_with_global_counts_add_up_to_the_whole_batch(updates):
 
 
 def test_mirrored_over_two_cpus_gives_the_weights_of_the_default_strategy(jobs, tmp_path):
-    """Soft and hard attention, each in its own process (two logical CPUs, so two replicas): default strategy,
-    then MirroredStrategy, on the same global batches and seed. Hard attention uses a partial last batch, so the
-    second replica gets an empty batch once. Soft attention also keeps a weight average (its averages are
-    optimizer variables, compared below); hard attention uses the expected-context REINFORCE baseline (computed
-    per replica on its rows). (One MirroredStrategy per process: a second one in the same process
-    reuses the first one's collective instance keys and its all-reduces fail with shape mismatches.)"""
+    """Soft and hard attention, each in its own process (two logical CPUs, so two replicas): default strategy, then
+    MirroredStrategy, on the same global batches and seed. Soft attention cuts each replica batch to its longest
+    caption, so the replicas' batches differ in shape, as the training pipeline's do (Keras' own symbolic build
+    fails on that, keras#20585: without `SymbolicBuildFree` this test fails). Hard attention uses a partial last
+    batch, so the second replica gets an empty batch once. Soft attention also keeps a weight average (its
+    averages are optimizer variables, compared below); hard attention uses the expected-context REINFORCE
+    baseline (computed per replica on its rows). (One MirroredStrategy per process: a second one in the same
+    process reuses the first one's collective instance keys and its all-reduces fail with shape mismatches.)"""
     for attention, uneven in (("soft", False), ("hard", True)):
-        runs = [{"attention": attention, "strategy": name, "uneven": uneven,
+        runs = [{"attention": attention, "strategy": name, "uneven": uneven, "trim": attention == "soft",
                  "weight_average_decay": 0.5 if attention == "soft" else 0.0,
                  "reinforce_baseline": "expected_context" if attention == "hard" else "moving_average",
                  "out": str(tmp_path / f"{attention}_{name}.npz")}
