@@ -12,10 +12,11 @@ tf.distribute strategy.
    killed run goes on from its last finished epoch (never a silent restart from scratch); a fresh run with
    `init_from` starts from another work dir's best weights instead of a random initialisation
    (`sat_tf.training.warm_start`);
-3. trains with `model.fit` (`Captioner.train_step`, replica-correct under any strategy), one `fit` call per epoch
-   on that epoch's data: epoch e reads the data in the order seeded by seed + e (each replica its share of every
-   global batch, `TrainConfig.batch_size` being the global batch), so a resumed run sees exactly the data an
-   uninterrupted one would (the kill-and-resume test compares final weights);
+3. trains with one `model.fit(epochs=..., initial_epoch=..., steps_per_epoch=...)` (`Captioner.train_step`,
+   replica-correct under any strategy) over the epochs left (`fit_epochs`): epoch e reads the data in the order
+   seeded by seed + e (each replica its share of every global batch, `TrainConfig.batch_size` being the global
+   batch), so a resumed run sees exactly the data an uninterrupted one would (the kill-and-resume test compares
+   final weights);
 4. after every epoch the callbacks of `sat_tf.training.callbacks` score the dev split, keep `best/`, write the
    history, TensorBoard and the epoch checkpoint, stop after `patience` epochs without a better BLEU-4, and stop at
    once on a NaN or Inf loss (raised here as `TrainingDiverged`, the last good checkpoint staying the latest);
@@ -25,6 +26,7 @@ tf.distribute strategy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -109,6 +111,22 @@ def prepare_workdir(workdir: str, model_config: ModelConfig, train_config: Train
     return experiment
 
 
+def _shared_workdir(workdir: str, model_config: ModelConfig, train_config: TrainConfig, data_config: DataConfig,
+                    strategy: tf.distribute.Strategy, **prepare) -> wd.Experiment:
+    """The prepared work dir's Experiment in every process: the chief prepares it (`prepare_workdir`) while the
+    other workers of a multi-worker job wait, then read it (the work dir must be shared)."""
+    if is_chief(strategy):
+        experiment = prepare_workdir(workdir, model_config, train_config, data_config, **prepare)
+    if num_workers(strategy) > 1:
+        replica_sum(strategy)(1.0)  # the other workers wait here until the chief has prepared the work dir
+    if is_chief(strategy):
+        return experiment
+    experiment = wd.load_experiment(workdir)
+    if experiment.vocabulary is None:
+        raise FileNotFoundError(f"{workdir}/{wd.VOCAB} is missing: every worker must see the chief's work dir")
+    return experiment
+
+
 def _init_from_vocabulary(workdir: str, init_from: str) -> Vocabulary:
     """The vocabulary of a run with `train.init_from`: its source's (`warm_start.source_vocabulary`), or, once the
     work dir has one, the work dir's own (a resumed run keeps what it started with, even if the source is gone)."""
@@ -161,15 +179,8 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
     if train_config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"TrainConfig.batch_size={train_config.batch_size} is the global batch and must be "
                          f"divisible by the {strategy.num_replicas_in_sync} replicas in sync")
-    if chief:
-        experiment = prepare_workdir(workdir, model_config, train_config, data_config, weights=weights,
-                                     progress=verbose > 0)
-    if num_workers(strategy) > 1:
-        replica_sum(strategy)(1.0)  # the other workers wait here until the chief has prepared the work dir
-    if not chief:
-        experiment = wd.load_experiment(workdir)
-        if experiment.vocabulary is None:
-            raise FileNotFoundError(f"{workdir}/{wd.VOCAB} is missing: every worker must see the chief's work dir")
+    experiment = _shared_workdir(workdir, model_config, train_config, data_config, strategy, weights=weights,
+                                 progress=verbose > 0)
     cfg, data = experiment.train_config, experiment.data_config
     features_dir = experiment.features_dir
     with strategy.scope():
@@ -188,19 +199,7 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
         say(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, global batch {cfg.batch_size}")
     initial_epoch = end.initial_epoch
     if initial_epoch < cfg.epochs and not end.patience_exhausted:
-        manifest = load_manifest(features_dir)
-        checksum = experiment.vocabulary.checksum()
-        feature_shape = (manifest["feature_shape"][0], experiment.model_config.feature_dim)
-        check_features(features_dir, data.train_split, manifest=manifest, vocabulary_checksum=checksum,
-                       feature_shape=feature_shape)  # every byte once; each epoch then checks only the sizes
-
-        def epoch_data(epoch: int, input_context=None) -> tf.data.Dataset:
-            return training_dataset(features_dir, cfg.batch_size, split=data.train_split, epoch=epoch, seed=cfg.seed,
-                                    input_context=input_context, manifest=manifest, vocabulary_checksum=checksum,
-                                    feature_shape=feature_shape, verify="size",
-                                    mirror_probability=data.mirror_probability)
-
-        steps = _steps_per_epoch(manifest, data.train_split, cfg.batch_size, strategy)
+        epoch_data, steps = training_input(experiment, strategy)
         fit_epochs(model, epoch_data, strategy, initial_epoch, cfg.epochs, callbacks, verbose, steps=steps)
         if end.diverged:
             raise TrainingDiverged(f"{end.diverged}; stopped. The last good checkpoint is "
@@ -220,6 +219,28 @@ def train(workdir: str, model_config: ModelConfig, train_config: TrainConfig, da
                        time.perf_counter() - start)
 
 
+def training_input(experiment: wd.Experiment, strategy: tf.distribute.Strategy
+                   ) -> tuple[Callable[..., tf.data.Dataset], int]:
+    """The work dir's training data for `fit_epochs`: `epoch_data(epoch, input_context=None)`, the batches of one
+    epoch (`training_dataset` seeded by seed + epoch; with an input context, this input pipeline's per-replica
+    batches), and the global steps of an epoch. Every byte of the features is checked here once; each epoch then
+    checks only the sizes."""
+    cfg, data, features_dir = experiment.train_config, experiment.data_config, experiment.features_dir
+    manifest = load_manifest(features_dir)
+    checksum = experiment.vocabulary.checksum()
+    feature_shape = (manifest["feature_shape"][0], experiment.model_config.feature_dim)
+    check_features(features_dir, data.train_split, manifest=manifest, vocabulary_checksum=checksum,
+                   feature_shape=feature_shape)
+
+    def epoch_data(epoch: int, input_context=None) -> tf.data.Dataset:
+        return training_dataset(features_dir, cfg.batch_size, split=data.train_split, epoch=epoch, seed=cfg.seed,
+                                input_context=input_context, manifest=manifest, vocabulary_checksum=checksum,
+                                feature_shape=feature_shape, verify="size",
+                                mirror_probability=data.mirror_probability)
+
+    return epoch_data, _steps_per_epoch(manifest, data.train_split, cfg.batch_size, strategy)
+
+
 def _steps_per_epoch(manifest: dict, split: str, batch_size: int, strategy: tf.distribute.Strategy) -> int:
     """Global steps of an epoch of `training_dataset`.
 
@@ -236,49 +257,52 @@ def _steps_per_epoch(manifest: dict, split: str, batch_size: int, strategy: tf.d
 
 
 def fit_epochs(model, epoch_data: Callable[..., tf.data.Dataset], strategy: tf.distribute.Strategy,
-               initial_epoch: int, epochs: int, callbacks, verbose: int = 1, steps: int | None = None) -> None:
-    """`model.fit` epoch by epoch: epoch e trains on `epoch_data(e)` (with the strategy's input context, one
-    pipeline per worker, under replicas), so each epoch has its own seeded order whatever the strategy. Stops where
-    a callback set `model.stop_training`.
+               initial_epoch: int, epochs: int, callbacks, verbose: int = 1, *, steps: int):
+    """Epochs `initial_epoch` .. `epochs` - 1 in one `model.fit(epochs=epochs, initial_epoch=initial_epoch,
+    steps_per_epoch=steps)`: epoch e trains on `epoch_data(e, input_context)` (one input pipeline per worker under a
+    strategy, its consecutive batches going to its replicas in order), so each epoch has its own seeded order
+    whatever the strategy and wherever a run resumes. Stops where a callback sets `model.stop_training`. Returns
+    fit's History (None where no epoch is left).
 
-    `steps`: the global steps of an epoch, at most as many as the data has. Give them: Keras' `fit` that reads a
-    dataset of unknown length to its end advances the optimizer's step counter once more in the call that finds no
-    data (the counter's increment does not wait for the input), which would shift Adam's bias correction and the
-    step seeds.
+    The epochs' datasets are concatenated, each made exactly `steps` global steps long: given `steps_per_epoch`,
+    Keras 3 keeps one iterator across epochs (`EpochIterator`), so epoch e + 1 must begin where the last step of
+    epoch e ends. An input pipeline whose epoch has fewer batches (a partial last global step; under several
+    workers, a smaller share of the files) is padded with empty batches, which is what the strategy hands a replica
+    without data. Giving `steps` also keeps Keras from reading past the data: a `fit` that finds the end of a
+    dataset of unknown length advances the optimizer's step counter once more (the increment does not wait for
+    the input), which would shift Adam's bias correction and the step seeds.
     """
-    for epoch in range(initial_epoch, epochs):
-        if strategy.num_replicas_in_sync > 1:
-            dataset = strategy.distribute_datasets_from_function(lambda context, e=epoch: epoch_data(e, context))
-        else:
-            dataset = epoch_data(epoch)
-        one_epoch = _OneEpoch()
-        # shuffle=False: the epoch's dataset is shuffled already (fit's default True only warns on a tf.data input)
-        model.fit(dataset, epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps, shuffle=False,
-                  callbacks=list(callbacks) + [one_epoch], verbose=verbose)
-        if one_epoch.stop_requested:
-            return
+    if initial_epoch >= epochs:
+        return None
+
+    def run_data(input_context=None) -> tf.data.Dataset:
+        replicas = 1 if input_context is None else \
+            input_context.num_replicas_in_sync // input_context.num_input_pipelines  # this pipeline's replicas
+        return functools.reduce(tf.data.Dataset.concatenate, [
+            _exactly(epoch_data(epoch, input_context), steps * replicas) for epoch in range(initial_epoch, epochs)])
+
+    if strategy.num_replicas_in_sync > 1:
+        dataset = strategy.distribute_datasets_from_function(run_data)
+    else:
+        dataset = run_data()
+    # shuffle=False: each epoch's dataset is shuffled already (fit's default True only warns on a tf.data input)
+    return model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
+                     callbacks=list(callbacks), verbose=verbose)
 
 
-class _OneEpoch(keras.callbacks.Callback):
-    """Ends `fit` after the epoch it began with (`fit_epochs` gives every epoch its own dataset; the progress bar
-    still counts epochs out of the run's total) and records whether an earlier callback asked to stop.
+def _exactly(dataset: tf.data.Dataset, count: int) -> tf.data.Dataset:
+    """The first `count` batches of `dataset`, padded with empty batches where it has fewer. An empty batch is
+    what tf.distribute's partial-batch handling makes from the element spec: zeros with every unknown dimension 0
+    (the first one where all are known)."""
 
-    With a weight average, Keras' `fit` ends by writing the averages into the weights
-    (`optimizer.finalize_variable_values`); training goes on from the raw weights, so they are put back."""
+    def empty(spec: tf.TensorSpec) -> tf.Tensor:
+        dims = [0 if d is None else d for d in spec.shape.as_list()]
+        if spec.shape.is_fully_defined() and dims:
+            dims[0] = 0
+        return tf.zeros(dims, spec.dtype)
 
-    stop_requested = False
-    raw = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.stop_requested = bool(self.model.stop_training)  # early stopping or a NaN loss
-        self.model.stop_training = True
-        if getattr(self.model.optimizer, "use_ema", False):
-            self.raw = [tf.identity(w.value) for w in self.model.trainable_variables]
-
-    def on_train_end(self, logs=None):
-        if self.raw is not None:
-            for weight, value in zip(self.model.trainable_variables, self.raw):
-                weight.assign(value)
+    padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(empty, dataset.element_spec)).repeat()
+    return dataset.concatenate(padding).take(count)
 
 
 def apply_init_from(model, experiment: wd.Experiment, log: Callable[[str], None]) -> None:

@@ -123,7 +123,7 @@ def train(spec: dict):
     with strategy.scope():
         model = build_model(model_config, train_config)
     dataset_fn = sliced_dataset_fn(global_batches(spec.get("uneven", False)), trim=spec.get("trim", False))
-    # The same global batches every epoch; the trainer's epoch loop over `model.fit`.
+    # The same global batches every epoch, all epochs in the trainer's one `model.fit`.
     fit_epochs(model, lambda epoch, context=None: dataset_fn(context or tf.distribute.InputContext()), strategy,
                0, train_config.epochs, [], verbose=2, steps=STEPS_PER_EPOCH)
     return model
