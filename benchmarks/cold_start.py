@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON_API = """
 import json, sys, time
 start = time.perf_counter()
-from sat_tf.inference import ImageCaptioner
+from sat_tf.inference.image_captioner import ImageCaptioner
 imported = time.perf_counter()
 captioner = ImageCaptioner.from_preset(sys.argv[1])
 loaded = time.perf_counter()

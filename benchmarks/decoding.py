@@ -106,7 +106,7 @@ def _model_and_annotations(args):
     """(captioner, annotations (N, L, D) float32, description) for the benchmark."""
     if args.workdir:
         from sat_tf.pipelines.dataset import evaluation_dataset
-        from sat_tf.workdir import load_captioner
+        from sat_tf.training.workdir import load_captioner
 
         model = load_captioner(args.workdir).captioner
         batches = evaluation_dataset(args.features_dir, 64, limit=args.images, verify="none")

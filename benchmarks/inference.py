@@ -44,12 +44,11 @@ from PIL import Image  # noqa: E402
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from sat_tf.export.saved_model import export_saved_model, load_saved_model  # noqa: E402
 from sat_tf.export.source import ExportSource, load_source, source_from_models  # noqa: E402
-from sat_tf.export.tflite import VARIANTS, export_tflite  # noqa: E402
+from sat_tf.export.tflite import VARIANTS, export_tflite, median_seconds  # noqa: E402
+from sat_tf.images.tf_decode import decode_images  # noqa: E402
 from sat_tf.lite.runtime import StepDecoder, TFLiteCaptioner  # noqa: E402
-from sat_tf.image_decoding import decode_images  # noqa: E402
 from sat_tf.text.vocabulary import END_ID, SPECIAL_TOKENS, Vocabulary  # noqa: E402
-from sat_tf.timing import median_seconds  # noqa: E402
-from sat_tf.workdir import build_captioner  # noqa: E402
+from sat_tf.training.workdir import build_captioner  # noqa: E402
 
 
 def random_source(vocab_size: int = 10000, units: int = 512, seed: int = 0) -> ExportSource:

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
 
     from sat_tf.files import write_json_atomic
     from sat_tf.metrics.coco_caption import score_captions
-    from sat_tf.workdir import load_captioner
+    from sat_tf.training.workdir import load_captioner
 
     experiment = load_captioner(args.workdir, args.which)
     blocking_sizes = args.no_repeat_ngram_size or [experiment.train_config.no_repeat_ngram_size]

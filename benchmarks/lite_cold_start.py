@@ -58,7 +58,7 @@ def random_workdir(path: str) -> str:
 
     from sat_tf.config import real_dataset_default
     from sat_tf.text.vocabulary import END_ID, SPECIAL_TOKENS, Vocabulary
-    from sat_tf.workdir import build_captioner, checkpoint_for, save_experiment
+    from sat_tf.training.workdir import build_captioner, checkpoint_for, save_experiment
 
     model, train, data = real_dataset_default("flickr8k", "")
     model = dataclasses.replace(model, vocab_size=VOCAB_SIZE)

@@ -45,7 +45,7 @@ def _records(count: int, workdir: str, flickr8k_dir: str = ""):
 def bench_extraction(records, layer: str, batch: int, workdir: str) -> dict:
     import tensorflow as tf
 
-    from sat_tf.images import load_and_resize
+    from sat_tf.images.load import load_and_resize
     from sat_tf.models.encoder import build_encoder, encoder_spec
     from sat_tf.pipelines.extract import extract_features
     from sat_tf.text.vocabulary import Vocabulary

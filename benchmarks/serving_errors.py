@@ -41,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 from benchmarks.inference import random_source, sample_jpegs  # noqa: E402
 from sat_tf.export.saved_model import INPUT_BYTES, Detokenizer, serving_functions  # noqa: E402
 from sat_tf.export.source import ExportSource, load_source, write_vocabulary  # noqa: E402
-from sat_tf.image_decoding import decode_images, decode_rows  # noqa: E402
+from sat_tf.images.tf_decode import decode_images, decode_rows  # noqa: E402
 
 
 def paths_to_time(source: ExportSource, beam_size: int) -> dict:

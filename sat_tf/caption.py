@@ -3,7 +3,7 @@ decoding (a shipped preset, flickr8k_soft, when no model is named; `--list-prese
 (memory flat in the number of images) with a progress bar on stderr; `--out FILE.jsonl|.csv|.tsv` writes one record
 per image; with `--attention-map DIR` the paper's figure (each word's attention over the image, one panel per word)
 for every image. A bad file is an error line (stderr and the --out record), never a stop. A thin shell over
-`sat_tf.image_paths`, `sat_tf.inference.ImageCaptioner` and `sat_tf.caption_writer`."""
+`sat_tf.images.paths`, `sat_tf.inference.image_captioner.ImageCaptioner` and `sat_tf.inference.caption_writer`."""
 
 from __future__ import annotations
 
@@ -77,12 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args.preset = DEFAULT_PRESET
 
-    from sat_tf.caption_writer import CaptionWriter
-    from sat_tf.image_paths import expand_image_paths
-    from sat_tf.inference import ImageCaptioner
+    from sat_tf.images.paths import expand_image_paths
+    from sat_tf.inference.caption_writer import CaptionWriter
+    from sat_tf.inference.image_captioner import ImageCaptioner
     from sat_tf.pipelines.extract import Progress
     from sat_tf.presets import load_preset
-    from sat_tf.workdir import load_captioner, load_ensemble
+    from sat_tf.training.workdir import load_captioner, load_ensemble
 
     paths, missing = expand_image_paths(args.images)
     single_figure = args.attention_map.lower().endswith(".png")

@@ -2,7 +2,7 @@
 --data-dir DIR --split test` for a preset on any dataset folder: batched beam-search decoding of a split
 (never teacher forcing), BLEU-1..4, METEOR, ROUGE-L and CIDEr with the coco-caption code on the paper's 0-100 scale,
 the attention-grounding rate on the embedded scenes; writes the COCO-format results JSON, a metrics JSON and an
-HTML report (`sat_tf.evaluation_report`). A thin shell over `sat_tf.evaluation.evaluate`."""
+HTML report (`sat_tf.evaluation.report`). A thin shell over `sat_tf.evaluation.scoring.evaluate`."""
 
 from __future__ import annotations
 
@@ -66,12 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dataset and (args.ensemble or (args.features_dir and len(args.features_dir) > 1)):
         p.error("--dataset scores one model on one encoder's features: no --ensemble")
 
-    from sat_tf.evaluation import evaluate, prepare_split_features
-    from sat_tf.evaluation_report import write_report
+    from sat_tf.evaluation.report import write_report
+    from sat_tf.evaluation.scoring import evaluate, prepare_split_features
     from sat_tf.pipelines.dataset import FeatureError, load_manifest
     from sat_tf.pipelines.prepare import check_encoder, scenes_dir
     from sat_tf.presets import load_preset
-    from sat_tf.workdir import load_captioner, load_ensemble
+    from sat_tf.training.workdir import load_captioner, load_ensemble
 
     try:
         if args.ensemble:

@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sat_tf.training.trainer import TrainingDiverged, train
 
     print(f"work dir: {workdir}")
-    from sat_tf.workdir import record_command
+    from sat_tf.training.workdir import record_command
 
     record_command(workdir, sys.argv[1:] if argv is None else argv)
     try:

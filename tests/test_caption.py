@@ -12,31 +12,7 @@ import shutil
 import pytest
 
 from sat_tf.caption import main as caption_main
-from sat_tf.caption_writer import CaptionWriter
-from sat_tf.image_paths import expand_image_paths
 from tests.robustness import fake_backbone, tiny_run
-
-
-def test_folders_globs_and_files_expand_in_a_stable_order(tmp_path):
-    (tmp_path / "a" / "sub").mkdir(parents=True)
-    (tmp_path / "a" / ".hidden").mkdir()
-    (tmp_path / "empty").mkdir()
-    for name in ("a/2.jpg", "a/1.PNG", "a/notes.txt", "a/sub/3.jpeg", "a/.hidden/4.jpg", "b.webp"):
-        (tmp_path / name).write_bytes(b"x")
-    folder, pattern, file = str(tmp_path / "a"), str(tmp_path / "**" / "*.webp"), str(tmp_path / "a" / "2.jpg")
-    paths, missing = expand_image_paths([folder, pattern, file, str(tmp_path / "none" / "*.jpg"),
-                                         str(tmp_path / "gone.jpg"), str(tmp_path / "empty")])
-    assert [os.path.relpath(p, tmp_path) for p in paths] == ["a/1.PNG", "a/2.jpg", "a/sub/3.jpeg", "b.webp",
-                                                               "gone.jpg"]  # 2.jpg once; gone.jpg errs later
-    assert missing == [(str(tmp_path / "none" / "*.jpg"), "no image file matches"),
-                       (str(tmp_path / "empty"), "cannot read file (a folder with no image file in it)")]
-    paths, missing = expand_image_paths([str(tmp_path / "a" / "sub" / "*.jpeg")])
-    assert paths == [str(tmp_path / "a" / "sub" / "3.jpeg")] and missing == []
-
-
-def test_writer_refuses_an_unknown_format(tmp_path):
-    with pytest.raises(ValueError, match=r"captions\.txt: unknown format '\.txt'; use one of \.jsonl, \.csv, \.tsv"):
-        CaptionWriter(str(tmp_path / "captions.txt"))
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +77,8 @@ def test_csv_and_tsv_records_match_the_printed_captions(workdir, images, tmp_pat
 def test_captions_stream_a_batch_at_a_time(workdir, images, monkeypatch):
     """The paths are read lazily: the first results come before the input is exhausted, and at most one batch of
     files is held at a time (the memory of the run is flat in the number of images)."""
-    from sat_tf.inference import ImageCaptioner
-    from sat_tf.workdir import load_captioner
+    from sat_tf.inference.image_captioner import ImageCaptioner
+    from sat_tf.training.workdir import load_captioner
 
     fake_backbone.install(monkeypatch)
     captioner = ImageCaptioner(load_captioner(workdir), weights=None)

@@ -39,7 +39,9 @@ def test_non_editable_install_holds_every_sat_tf_module_and_nothing_else(tmp_pat
 
     in_install = modules(target / "sat_tf")
     assert modules(ROOT / "sat_tf") == in_install, sorted(modules(ROOT / "sat_tf") ^ in_install)
-    assert {pathlib.Path("pipelines", "extract.py"), pathlib.Path("export", "saved_model.py")} <= in_install
+    assert {pathlib.Path("pipelines", "extract", "__init__.py"), pathlib.Path("export", "saved_model.py"),
+            pathlib.Path("images", "tf_decode.py"), pathlib.Path("inference", "captioned.py"),
+            pathlib.Path("evaluation", "report.py"), pathlib.Path("training", "workdir.py")} <= in_install
     presets = [p for p in in_install if p.parts[0] == "presets" and p.name == "model.weights.h5"]
     assert {p.parts[1] for p in presets} >= {"flickr8k_soft", "flickr8k_hard"}
     preset_bytes = sum((target / "sat_tf" / p).stat().st_size for p in in_install if p.parts[0] == "presets")

@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 from sat_tf import config as cfg
-from sat_tf import workdir as wd
 from sat_tf.train import main as train_main
 from sat_tf.train import parse_overrides
+from sat_tf.training import workdir as wd
 from sat_tf.training import callbacks, trainer
 
 

@@ -61,7 +61,7 @@ class ComparedModel:
     """One model of the comparison: its label, a ready `ImageCaptioner`, and how it decodes."""
 
     label: str
-    captioner: object  # sat_tf.inference.ImageCaptioner
+    captioner: object  # sat_tf.inference.image_captioner.ImageCaptioner
     beam_size: int
     max_length: int | None = None
 
@@ -135,7 +135,7 @@ def load_models(sources: Sequence[str], labels: Sequence[str] | None = None, *,
         FileNotFoundError: a source that is neither a preset nor a work dir (the message lists the presets).
         ValueError: labels or per-model values whose count matches neither 1 nor the number of models.
     """
-    from sat_tf.inference import ImageCaptioner
+    from sat_tf.inference.image_captioner import ImageCaptioner
     from sat_tf.presets import find_preset, list_presets, load_model
 
     for source in sources:  # before any model is loaded: a typo in the last name fails at once
@@ -433,8 +433,8 @@ def run(models: Sequence[ComparedModel], inputs: Sequence[str], *, out_png: str 
     photos to stderr (`path<TAB>error: reason`), writes the outputs named, and returns the exit status (0 when every
     photo was compared and every output written, else 1)."""
     from sat_tf.files import write_atomic
-    from sat_tf.image_paths import expand_image_paths
-    from sat_tf.images import ImageError, load_image
+    from sat_tf.images.load import ImageError, load_image
+    from sat_tf.images.paths import expand_image_paths
 
     paths, missing = expand_image_paths(inputs)
     comparisons, skipped = compare(models, paths) if paths else ([], [])

@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from sat_tf.pipelines.dataset import load_manifest, training_dataset
-    from sat_tf.workdir import load_captioner
+    from sat_tf.training.workdir import load_captioner
 
     try:
         experiment = load_captioner(args.workdir, args.which)

@@ -6,7 +6,8 @@ The members share one vocabulary; each keeps its own LSTM state and attention, s
 with their `hard_inference`) mix freely. They may read different annotations of the same images (say
 EfficientNet-Lite0 7x7 and Lite2 9x9 features): member m reads input `inputs[m]` of a tuple of annotation tensors,
 one per encoder. The ensemble has the decoding interface of `Captioner` (`decode_step_fn`, `decode`, `generate`,
-`model_config`), so `sat_tf.evaluation`, `sat_tf.inference` and the CLIs take it where they take a Captioner.
+`model_config`), so `sat_tf.evaluation.scoring`, `sat_tf.inference.image_captioner` and the CLIs take it where they
+take a Captioner.
 
 Shapes: B images, K beams, N = B*K rows, M members, I inputs, L locations, D depth, V vocabulary, S max length.
 """

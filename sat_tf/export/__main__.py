@@ -140,7 +140,7 @@ def export_preset_main(args) -> int:
     """`--format preset`: the work dir (or preset) as a preset directory at --out, scored as stored."""
     from sat_tf.export.preset import export_preset
     from sat_tf.presets import load_model
-    from sat_tf.workdir import recorded_commands
+    from sat_tf.training.workdir import recorded_commands
 
     try:
         experiment = load_model(args.workdir or args.preset, args.which)

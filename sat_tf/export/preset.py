@@ -23,7 +23,7 @@ def score_experiment(experiment, features_dir: str, split: str, *, subset_images
     """Scores a loaded model on a split of a feature directory with its own decoding settings; returns the
     `evaluation` entry of metadata.json: split, images, decoding, scores, and the scores of the first
     `subset_images` images (same captions, scored alone)."""
-    from sat_tf.evaluation import evaluate
+    from sat_tf.evaluation.scoring import evaluate
     from sat_tf.metrics.coco_caption import score_captions
 
     train = experiment.train_config

@@ -21,7 +21,7 @@ Signatures (tag `serve`, method `tensorflow/serving/predict`):
     float32 (B,), alpha float32 (B, S, L) (attention maps per step, zero after <end>; reshape L to the grid in
     config.json), and for hard attention location int32 (B, S).
     The two image signatures add error string (B,): "" where the row was captioned, else "image i: <reason>"
-    (`sat_tf.image_decoding.decode_rows`). A bad image fails only its own row: its caption is "", its tokens
+    (`sat_tf.images.tf_decode.decode_rows`). A bad image fails only its own row: its caption is "", its tokens
     <pad> (0), lengths, scores and log_probs 0, alpha and location zeros, and the other rows get the outputs they
     get without it, to the bit (only the decoded rows run through the encoder and the search). A request never
     fails for the content of its images.
@@ -54,8 +54,8 @@ import tensorflow as tf
 
 from sat_tf.export.source import (CONFIG, ExportSource, export_config, with_decoding, write_config,
                                   write_vocabulary)
-from sat_tf.image_decoding import decode_rows
-from sat_tf.images import DEFAULT_MAX_PIXELS
+from sat_tf.images.load import DEFAULT_MAX_PIXELS
+from sat_tf.images.tf_decode import decode_rows
 from sat_tf.text.vocabulary import END_ID, PAD_ID, START_ID, UNK
 
 INPUT_BYTES = "image_bytes"
@@ -103,7 +103,7 @@ def serving_functions(source: ExportSource, detokenizer: Detokenizer, beam_size:
         detokenizer: Detokenizer built from the vocabulary file.
         beam_size: int. K of `serving_default` and `from_features`.
         length_penalty: float. See `sat_tf.decoding.beam_search.beam_search`.
-        max_pixels: int. Bigger images fail their row before decoding (see `sat_tf.image_decoding`).
+        max_pixels: int. Bigger images fail their row before decoding (see `sat_tf.images.tf_decode`).
         no_repeat_ngram_size: int. n-gram blocking of every signature (0: off; `beam_search`).
 
     Returns:

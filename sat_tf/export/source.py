@@ -124,7 +124,7 @@ def load_source(workdir: str, which: str = "best", encoder_weights: str | None =
 
     Args:
         workdir: str. A sat_tf work dir (config.json, vocab.txt, checkpoints), or a preset (name or directory).
-        which: "best", "latest" or a checkpoint prefix (see `sat_tf.workdir.find_checkpoint`).
+        which: "best", "latest" or a checkpoint prefix (see `sat_tf.training.workdir.find_checkpoint`).
         encoder_weights: "imagenet", None (random init, for tests) or a weights file path: the encoder weights the
             training features were extracted with.
     """
@@ -140,7 +140,7 @@ def load_source(workdir: str, which: str = "best", encoder_weights: str | None =
 
 def load_ensemble_source(workdirs, which: str = "best", encoder_weights: str | None = "imagenet",
                          combine: str = "probability", mirror: bool = False) -> ExportSource:
-    """Several work dirs as one exported model (`sat_tf.workdir.load_ensemble`): one encoder per input, each
+    """Several work dirs as one exported model (`sat_tf.training.workdir.load_ensemble`): one encoder per input, each
     checked against its features' manifest like `load_source`; with `mirror`, test-time mirroring.
 
     Args:
@@ -149,7 +149,7 @@ def load_ensemble_source(workdirs, which: str = "best", encoder_weights: str | N
         combine: "probability" or "log_probability" (see `CaptionEnsemble`).
         mirror: bool. Decode the image and its mirror image as one model.
     """
-    from sat_tf.workdir import load_ensemble
+    from sat_tf.training.workdir import load_ensemble
 
     workdirs = list(workdirs)
     if len(workdirs) == 1:

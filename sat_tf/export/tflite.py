@@ -40,7 +40,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import statistics
 import tempfile
+import time
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -49,7 +52,6 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from sat_tf.export.source import ExportSource, export_config, with_decoding, write_config, write_vocabulary
 from sat_tf.files import write_atomic
 from sat_tf.models.captioner import Captioner
-from sat_tf.timing import median_seconds
 
 VARIANTS = ("float32", "float16", "int8")
 MODELS = {"captioner": ("caption",), "decoder_steps": ("encode", "step")}
@@ -302,6 +304,18 @@ def measure_tflite_latency(path: str, image_size: int, max_tokens: int, batch: i
         model = StepDecoder(model_content=content, num_threads=num_threads)
         call = lambda: model.greedy(images, max_tokens)  # noqa: E731
     return median_seconds(call, runs) * 1000.0
+
+
+def median_seconds(call: Callable[[], object], runs: int) -> float:
+    """Median wall time of `call()` over `runs` calls, after one untimed warm-up call (the export report's latencies
+    and the benchmarks)."""
+    call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _signature_keys(content: bytes) -> list[str]:

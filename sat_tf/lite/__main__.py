@@ -7,7 +7,7 @@ TensorFlow needed (numpy, Pillow and ai-edge-litert).
 Prints `path<TAB>caption` per image on stdout (or writes one record per image to --out, as `python -m
 sat_tf.caption` does); a bad file is an error line on stderr (and an --out record) and never stops the others; the
 exit status is 1 when any image failed. Decoding defaults come from the export's config.json. A thin shell over
-`sat_tf.image_paths`, `sat_tf.lite.LiteCaptioner` and `sat_tf.caption_writer`.
+`sat_tf.images.paths`, `sat_tf.lite.LiteCaptioner` and `sat_tf.inference.caption_writer`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def caption(args: argparse.Namespace) -> int:
     """The `caption` command: returns the exit status (1 when any image failed or the model cannot be used)."""
-    from sat_tf.caption_writer import CaptionWriter
-    from sat_tf.image_paths import expand_image_paths
+    from sat_tf.images.paths import expand_image_paths
+    from sat_tf.inference.caption_writer import CaptionWriter
     from sat_tf.lite.captioner import LiteCaptioner
 
     paths, missing = expand_image_paths(args.images)

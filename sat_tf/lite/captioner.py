@@ -22,8 +22,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from sat_tf.captioned import Captioned
-from sat_tf.images import ImageError, load_pixels
+from sat_tf.images.load import ImageError, load_pixels
+from sat_tf.inference.captioned import Captioned
 from sat_tf.lite.runtime import StepDecoder, TFLiteCaptioner
 from sat_tf.text.vocabulary import Vocabulary
 

@@ -10,8 +10,8 @@ and its peak cell (argmax over the L locations). Per caption:
 
 `AttentionSpread` averages them over captions (each caption counts once, whatever its length). A soft-attention
 model on Flickr8k's 7x7 grid peaks at ~5 cells per caption; a hard-attention model whose attention collapsed onto
-one cell per photo at ~2 (docs/results.md, "Hard vs soft attention"). Used by `sat_tf.evaluation` (the metrics JSON
-and the report) and the training history.
+one cell per photo at ~2 (docs/results.md, "Hard vs soft attention"). Used by `sat_tf.evaluation` (the metrics
+JSON and the report) and the training history.
 
 Shapes: S decoded steps, L locations.
 """

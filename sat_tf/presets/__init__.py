@@ -84,7 +84,7 @@ def load_metadata(name_or_dir: str) -> dict:
 
 
 def load_preset(name_or_dir: str, hard_inference: str | None = None):
-    """A preset as a `sat_tf.workdir.Experiment` with its Captioner built and its weights loaded.
+    """A preset as a `sat_tf.training.workdir.Experiment` with its Captioner built and its weights loaded.
 
     Args:
         name_or_dir: str. A shipped preset's name (`list_presets()`) or a preset directory.
@@ -96,7 +96,7 @@ def load_preset(name_or_dir: str, hard_inference: str | None = None):
     """
     from sat_tf.config import load_config
     from sat_tf.text.vocabulary import Vocabulary
-    from sat_tf.workdir import Experiment, build_captioner
+    from sat_tf.training.workdir import Experiment, build_captioner
 
     directory = preset_dir(name_or_dir)
     configs = load_config(os.path.join(directory, CONFIG))
@@ -124,7 +124,7 @@ def load_model(source: str, which: str = "best", hard_inference: str | None = No
     if find_preset(source) is not None:
         return load_preset(source, hard_inference=hard_inference)
     if os.path.isdir(source):
-        from sat_tf.workdir import load_captioner
+        from sat_tf.training.workdir import load_captioner
 
         return load_captioner(source, which, hard_inference=hard_inference)
     raise FileNotFoundError(f"{source!r} is neither a work dir nor a preset (shipped presets: "

@@ -94,7 +94,7 @@ python -m sat_tf.caption --preset {name} photo.jpg
 ```
 
 ```python
-from sat_tf.inference import ImageCaptioner
+from sat_tf.inference.image_captioner import ImageCaptioner
 print(ImageCaptioner.from_preset("{name}").caption(["photo.jpg"])[0].caption)
 ```
 

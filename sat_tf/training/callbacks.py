@@ -37,9 +37,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sat_tf import workdir as wd
-from sat_tf.evaluation import Evaluation, evaluate
+from sat_tf.evaluation.scoring import Evaluation, evaluate
 from sat_tf.files import write_json_atomic
+from sat_tf.training import workdir as wd
 from sat_tf.training.strategy import is_chief, num_workers, replica_sum
 from sat_tf.training.weight_average import averaged_weights
 
@@ -65,7 +65,7 @@ class WorkdirCallback(keras.callbacks.Callback):
     a work dir (see the module docstring).
 
     Args:
-        experiment: sat_tf.workdir.Experiment with its vocabulary (`trainer.prepare_workdir`).
+        experiment: sat_tf.training.workdir.Experiment with its vocabulary (`trainer.prepare_workdir`).
         model: the Captioner to train, compiled (its optimizer is checkpointed with it).
         strategy: the tf.distribute strategy the model was built under (None: the current one).
         log: where progress lines go (the chief's only).
@@ -253,7 +253,7 @@ def _append_history(path: str, record: dict) -> None:
 
 def _figure(result: Evaluation, features_dir: str) -> np.ndarray | None:
     """The first decoded image's attention figure as (H, W, 3) uint8, or None if the image cannot be read."""
-    from sat_tf.images import ImageError, load_image
+    from sat_tf.images.load import ImageError, load_image
     from sat_tf.pipelines.manifest import load_manifest
     from sat_tf.visualize import attention_figure
 

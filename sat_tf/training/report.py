@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from sat_tf.images import ImageError, load_image
+from sat_tf.images.load import ImageError, load_image
 from sat_tf.pipelines.dataset import load_manifest
 from sat_tf.visualize import save_attention_figure
 
@@ -14,7 +14,7 @@ def write_figures(result, out_dir: str, count: int = 3) -> list[str]:
     final = result.final
     if final is None:
         return []
-    from sat_tf import workdir as wd
+    from sat_tf.training import workdir as wd
 
     experiment = wd.load_experiment(result.workdir)
     grid = tuple(load_manifest(experiment.features_dir)["encoder"]["grid"])

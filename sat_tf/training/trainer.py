@@ -36,12 +36,12 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from sat_tf import workdir as wd
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig, load_config
-from sat_tf.evaluation import Evaluation, evaluate
+from sat_tf.evaluation.scoring import Evaluation, evaluate
 from sat_tf.pipelines.dataset import check_features, load_manifest, steps_per_epoch, training_dataset
 from sat_tf.pipelines.prepare import prepare_features, scenes_dir
 from sat_tf.text.vocabulary import Vocabulary
+from sat_tf.training import workdir as wd
 from sat_tf.training.callbacks import training_callbacks
 from sat_tf.training.strategy import is_chief, make_strategy, num_workers, replica_sum
 from sat_tf.training.weight_average import optimizer_options

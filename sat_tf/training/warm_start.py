@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import os
 
-from sat_tf import workdir as wd
 from sat_tf.text.vocabulary import Vocabulary
+from sat_tf.training import workdir as wd
 
 # Fields of ModelConfig / DataConfig that decide the weights' shapes and meaning.
 ARCHITECTURE_FIELDS = ("vocab_size", "feature_dim", "embedding_dim", "units", "attention_dim", "gate")

@@ -147,7 +147,7 @@ def test_members_may_read_the_annotations_of_different_encoders():
 
 
 def test_inputs_from_several_feature_directories_must_list_the_same_images():
-    from sat_tf.evaluation import _check_same_images
+    from sat_tf.evaluation.scoring import _check_same_images
 
     ids = {"image_id": tf.constant([b"a", b"b"])}
     _check_same_images((ids, {"image_id": tf.constant([b"a", b"b"])}), ["x", "y"], "val")

@@ -18,10 +18,10 @@ import tensorflow as tf
 from PIL import Image
 
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig
-from sat_tf.images import load_and_resize
+from sat_tf.images.load import load_and_resize
 from sat_tf.models.encoder import build_encoder
 from sat_tf.text.vocabulary import Vocabulary
-from sat_tf.workdir import build_captioner, checkpoint_for, save_experiment
+from sat_tf.training.workdir import build_captioner, checkpoint_for, save_experiment
 
 IMAGE_SIZE = 96
 MAX_LENGTH = 12  # words; decoded captions have up to MAX_LENGTH + 1 tokens

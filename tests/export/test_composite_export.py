@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from sat_tf.decoding.mirrored import mirrored_inputs
-from sat_tf.image_decoding import decode_images
-from sat_tf.workdir import load_experiment, save_experiment
+from sat_tf.images.tf_decode import decode_images
+from sat_tf.training.workdir import load_experiment, save_experiment
 from tests.export.conftest import IMAGE_SIZE, MAX_LENGTH
 from tests.export.test_saved_model import OUTPUTS, _assert_same
 

@@ -14,7 +14,7 @@ from sat_tf.export.tflite import convert, inference_captioner, tflite_functions
 from sat_tf.lite.runtime import StepDecoder
 from sat_tf.models.encoder import build_encoder
 from sat_tf.text.vocabulary import SPECIAL_TOKENS, Vocabulary
-from sat_tf.workdir import build_captioner
+from sat_tf.training.workdir import build_captioner
 
 SIZE = 64  # EfficientNet-Lite0 stage5: a 4 x 4 grid
 

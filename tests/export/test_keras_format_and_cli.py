@@ -15,7 +15,7 @@ import tensorflow as tf
 from sat_tf.config import load_config
 from sat_tf.export.__main__ import main, parse_args
 from sat_tf.export.keras_format import export_keras, load_keras
-from sat_tf.image_decoding import decode_images
+from sat_tf.images.tf_decode import decode_images
 from tests.export.conftest import IMAGE_SIZE, MAX_LENGTH
 
 

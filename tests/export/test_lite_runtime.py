@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sat_tf.image_decoding import decode_images
-from sat_tf.images import load_pixels
+from sat_tf.images.load import load_pixels
+from sat_tf.images.tf_decode import decode_images
 from sat_tf.lite import LiteCaptioner
 from sat_tf.lite.__main__ import main
 from sat_tf.metrics.repetition import has_repeated_ngram

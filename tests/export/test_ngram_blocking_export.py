@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from sat_tf.config import load_config
-from sat_tf.image_decoding import decode_images
+from sat_tf.images.tf_decode import decode_images
 from sat_tf.metrics.repetition import has_repeated_ngram
 from tests.export.conftest import IMAGE_SIZE, MAX_LENGTH
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from sat_tf.export.preset import export_preset
-from sat_tf.inference import ImageCaptioner
+from sat_tf.inference.image_captioner import ImageCaptioner
 from sat_tf.presets import (ASSETS, CONFIG, METADATA, MODEL_CARD, VOCAB, WEIGHTS, is_preset, list_presets,
                             load_metadata, load_model, load_preset, preset_dir)
-from sat_tf.workdir import load_captioner, record_command
+from sat_tf.training.workdir import load_captioner, record_command
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_a_preset_warm_starts_a_run_with_its_weights_and_vocabulary(presets, wor
     import dataclasses
 
     from sat_tf.training.warm_start import source_vocabulary, warm_start
-    from sat_tf.workdir import Experiment, build_captioner
+    from sat_tf.training.workdir import Experiment, build_captioner
 
     preset = load_preset(presets["float32"])
     assert source_vocabulary(presets["float32"]) == preset.vocabulary

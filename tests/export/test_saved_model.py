@@ -20,7 +20,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from sat_tf.config import load_config
-from sat_tf.image_decoding import decode_images
+from sat_tf.images.tf_decode import decode_images
 from sat_tf.text.vocabulary import Vocabulary
 from tests.export.conftest import IMAGE_SIZE, MAX_LENGTH
 from tests.export.prediction_service import start_server

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from sat_tf.export.tflite import MODELS, VARIANTS, op_names
+from sat_tf.export.tflite import MODELS, VARIANTS, median_seconds, op_names
+from sat_tf.images.tf_decode import decode_images
 from sat_tf.lite.runtime import StepDecoder, TFLiteCaptioner
-from sat_tf.image_decoding import decode_images
 from sat_tf.text.vocabulary import Vocabulary
 from tests.export.conftest import IMAGE_SIZE, MAX_LENGTH
 
@@ -120,3 +121,17 @@ def test_top_k_follows_tf_math_top_k_including_ties():
     values[3] = 0.0
     for k in (1, 3, 7, 40):
         np.testing.assert_array_equal(top_k(values, k), tf.math.top_k(values, k).indices.numpy())
+
+
+def test_median_seconds_warms_up_once_and_takes_the_median():
+    """The report's latency: one untimed warm-up call, then the median of the timed ones."""
+    delays = iter([0.6, 0.0, 0.3, 0.0])  # warm-up (not timed), then three timed calls
+    calls = []
+
+    def call():
+        calls.append(1)
+        time.sleep(next(delays))
+
+    seconds = median_seconds(call, runs=3)
+    assert len(calls) == 4
+    assert 0.0 <= seconds < 0.25  # the median of ~0, ~0.3, ~0: the warm-up's 0.6 s is not counted

@@ -41,7 +41,7 @@ def make_model(out: str, variants=("float32", "int8")) -> dict:
 
     from sat_tf.export.source import load_source
     from sat_tf.export.tflite import export_tflite
-    from sat_tf.image_decoding import decode_images
+    from sat_tf.images.tf_decode import decode_images
     from tests.export.conftest import FORMATS, IMAGE_SIZE, MAX_LENGTH, build_workdir, sample_captions, sample_images
 
     images, captions = sample_images(), sample_captions()

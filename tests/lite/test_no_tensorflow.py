@@ -32,7 +32,8 @@ def test_importing_the_runtime_imports_no_tensorflow(tmp_path):
     code = f"""
 import json, sys
 import sat_tf.lite, sat_tf.lite.__main__, sat_tf.lite.search, sat_tf.lite.runtime, sat_tf.lite.captioner
-import sat_tf.caption_writer, sat_tf.image_paths, sat_tf.decoding.ranking, sat_tf.text
+import sat_tf.images, sat_tf.images.paths, sat_tf.inference.caption_writer, sat_tf.inference.captioned
+import sat_tf.decoding.ranking, sat_tf.text
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})))
 """
     out = _run(code)
@@ -45,9 +46,9 @@ def test_vocabulary_pixels_writer_and_search_work_without_tensorflow(tmp_path):
 import sys
 import numpy as np
 from PIL import Image
-from sat_tf.caption_writer import CaptionWriter
 from sat_tf.decoding.ranking import ranking_scores
-from sat_tf.images import load_pixels
+from sat_tf.images.load import load_pixels
+from sat_tf.inference.caption_writer import CaptionWriter
 from sat_tf.lite.search import beam_search
 from sat_tf.text.vocabulary import Vocabulary
 

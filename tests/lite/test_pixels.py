@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sat_tf.images import ImageError, load_image, load_pixels, resize_image_numpy
+from sat_tf.images.load import ImageError, load_image, load_pixels
+from sat_tf.images.resize import resize_image_numpy
 
 S = 32
 
@@ -78,7 +79,7 @@ def test_resize_range_and_shape():
                                                (100, 300, 224), (1500, 1100, 224), (97, 95, 96), (13, 700, 64)])
 def test_numpy_resize_is_tensorflows_bit_for_bit(height, width, size):
     pytest.importorskip("tensorflow")
-    from sat_tf.images import resize_image
+    from sat_tf.images.resize import resize_image
 
     image = np.random.RandomState(height + width).randint(0, 256, (height, width, 3)).astype(np.uint8)
     np.testing.assert_array_equal(resize_image_numpy(image, size), resize_image(image, size).numpy())

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from sat_tf.images import load_and_resize
+from sat_tf.images.load import load_and_resize
 from sat_tf.models import build_encoder, encoder_spec
 from sat_tf.models import efficientnet_lite as lite
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sat_tf.images import ImageError, load_image
+from sat_tf.images.load import ImageError, load_image
 from sat_tf.pipelines.sources import read_coco, read_flickr8k, read_karpathy
 from sat_tf.pipelines.sources import record as R
 from sat_tf.text.vocabulary import normalize_caption

@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sat_tf.images import ImageError, load_and_resize, load_image, resize_image
+from sat_tf.images.load import ImageError, load_and_resize, load_image
+from sat_tf.images.resize import resize_image
 from sat_tf.pipelines import tfrecord
 from sat_tf.pipelines.extract import extract_features
 from sat_tf.pipelines.sources.record import CaptionRecord
@@ -180,10 +181,10 @@ def captioned(case_images, tmp_path_factory):
     """`python -m sat_tf.caption` (in process) on every case file at once, with an untrained model over the real
     EfficientNet-Lite0 encoder: (exit code, {path: caption line}, {path: error line})."""
     from sat_tf import config as cfg
-    from sat_tf import workdir as wd
     from sat_tf.caption import main as caption_main
     from sat_tf.models.encoder import encoder_spec
     from sat_tf.text.vocabulary import Vocabulary
+    from sat_tf.training import workdir as wd
 
     workdir = str(tmp_path_factory.mktemp("caption_workdir"))
     model, train, data = cfg.scenes_default()

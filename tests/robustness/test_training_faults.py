@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sat_tf.images import load_and_resize
+from sat_tf.images.load import load_and_resize
 from sat_tf.pipelines.extract import extract_features
 from sat_tf.training import trainer
 from sat_tf.training.callbacks import Progress
@@ -105,7 +105,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path):
     fails half-way: the error names the file, ckpt-1 stays the latest checkpoint byte for byte and restores into a
     fresh model with every object matched and the epoch-1 values. (The whole train -> fail -> resume loop is the
     slow test below.)"""
-    from sat_tf import workdir as wd
+    from sat_tf.training import workdir as wd
 
     model_config, train_config, _ = tiny_run.tiny_configs("", epochs=2)
     model_config = dataclasses.replace(model_config, vocab_size=40, feature_dim=112)

@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sat_tf import workdir as wd
 from sat_tf.config import DataConfig
 from sat_tf.pipelines import prepare, tfrecord
 from sat_tf.text.vocabulary import SPECIAL_TOKENS, UNK_ID, Vocabulary
+from sat_tf.training import workdir as wd
 from sat_tf.training import trainer
 from sat_tf.training.warm_start import describe_coverage, source_vocabulary
 from tests.robustness import fake_backbone

@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from sat_tf.images import ImageError, load_and_resize
+from sat_tf.images.load import ImageError, load_and_resize
 from sat_tf.pipelines import tfrecord
 from sat_tf.pipelines.manifest import MANIFEST, VOCAB, sha256_file, write_json
 from sat_tf.pipelines.sources.record import CaptionRecord

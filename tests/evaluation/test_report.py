@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sat_tf.evaluation import Decoded, Evaluation
-from sat_tf.evaluation_report import gallery_selection, length_histogram_svg, report_html
+from sat_tf.evaluation.report import gallery_selection, length_histogram_svg, report_html
+from sat_tf.evaluation.scoring import Decoded, Evaluation
 from sat_tf.metrics import CaptionScores
 from tests import headless_chromium
 from tests.robustness import tiny_run

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from benchmarks import length_sweep
-from sat_tf.evaluation import evaluate
-from sat_tf.workdir import load_captioner
+from sat_tf.evaluation.scoring import evaluate
+from sat_tf.training.workdir import load_captioner
 from tests.robustness import tiny_run
 
 

@@ -17,7 +17,7 @@ from sat_tf.presets import DEFAULT_PRESET, PRESETS_DIR, describe_presets, list_p
 
 SHIPPED = ("flickr8k_soft", "flickr8k_hard")
 MAX_TOTAL_BYTES = 50 * 1024 * 1024
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _photo(path: str) -> str:
@@ -100,7 +100,7 @@ def test_a_shipped_preset_fine_tunes_on_a_small_imagefolder(tmp_path, capsys):
     """`train --dataset imagefolder --init-from flickr8k_soft` for one epoch: the run keeps the preset's vocabulary
     (its new word trains as <unk>), starts from the preset's weights and writes a work dir that captions."""
     from sat_tf.train import main
-    from sat_tf.workdir import load_captioner
+    from sat_tf.training.workdir import load_captioner
 
     photos = tmp_path / "photos"
     splits = {"train": ["a dog runs on the grass", "a black dog runs through the grass", "a quadcopter over a lake",

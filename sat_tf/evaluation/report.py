@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from sat_tf.files import write_atomic
-from sat_tf.images import ImageError, load_image
+from sat_tf.images.load import ImageError, load_image
 from sat_tf.metrics.repetition import REPORTED_SIZES
 from sat_tf.visualize import attention_figure
 
@@ -172,7 +172,7 @@ def _example_html(decoded, score: float, grid: tuple[int, int], hard_mode: str |
 
 def report_html(evaluation, grid: tuple[int, int], *, title: str = "Evaluation report",
                 checkpoint: str | None = None, count: int = 3) -> str:
-    """The report of an `Evaluation` (`sat_tf.evaluation.evaluate`) as one HTML string.
+    """The report of an `Evaluation` (`sat_tf.evaluation.scoring.evaluate`) as one HTML string.
 
     Args:
         evaluation: Evaluation. Its scores must include per-image CIDEr (else the gallery uses the first metric

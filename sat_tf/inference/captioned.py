@@ -1,5 +1,5 @@
-"""One image's captioning result, the same from every captioner: `sat_tf.inference.ImageCaptioner` (TensorFlow)
-and `sat_tf.lite.LiteCaptioner` (LiteRT, no TensorFlow). numpy only.
+"""One image's captioning result, the same from every captioner: `ImageCaptioner` (TensorFlow,
+`sat_tf.inference.image_captioner`) and `sat_tf.lite.LiteCaptioner` (LiteRT, no TensorFlow). numpy only.
 
 Shapes: W words of the caption, L locations.
 """

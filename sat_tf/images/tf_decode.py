@@ -42,7 +42,8 @@ from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
-from sat_tf.images import DEFAULT_MAX_PIXELS, resize_image
+from sat_tf.images.load import DEFAULT_MAX_PIXELS
+from sat_tf.images.resize import resize_image
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
 # Row codes of `decode_rows`: why a row of a batch was not decoded (0: it was).

@@ -12,16 +12,16 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from sat_tf.captioned import Captioned
-from sat_tf.images import ImageError, load_and_resize, load_image
-from sat_tf.workdir import Experiment
+from sat_tf.images.load import ImageError, load_and_resize, load_image
+from sat_tf.inference.captioned import Captioned
+from sat_tf.training.workdir import Experiment
 
 
 class ImageCaptioner:
     """Encoder + restored Captioner of a work dir, ready to caption files.
 
     Args:
-        experiment: from `sat_tf.workdir.load_captioner` (or `load_ensemble`: an ensemble over several encoders
+        experiment: from `sat_tf.training.workdir.load_captioner` (or `load_ensemble`: an ensemble over several encoders
             gets one encoder per input, each image resized for each).
         weights: encoder weights ("imagenet" as at extraction; None only for tests with random features).
         mirror: bool. Test-time mirroring: every image is also encoded mirrored left-right and the decoder averages

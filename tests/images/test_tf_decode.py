@@ -1,6 +1,6 @@
-"""In-graph image decoding (sat_tf/image_decoding.py) gives the Pillow pipeline's pixels; the strict decoder refuses bad
-bytes with an InvalidArgumentError that names the input and the problem, and the per-row decoder (`decode_rows`) fails
-only the bad rows of a batch, with the reason."""
+"""In-graph image decoding (sat_tf/images/tf_decode.py) gives the Pillow pipeline's pixels; the strict decoder refuses
+bad bytes with an InvalidArgumentError that names the input and the problem, and the per-row decoder (`decode_rows`)
+fails only the bad rows of a batch, with the reason."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sat_tf.image_decoding import decode_image, decode_images, decode_rows
-from sat_tf.images import load_and_resize, load_image
-from tests.export.conftest import encode_image, synthetic_photo
+from sat_tf.images.load import load_and_resize, load_image
+from sat_tf.images.tf_decode import decode_image, decode_images, decode_rows
+from tests.export.conftest import encode_image, sample_images, synthetic_photo
 
 SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def images() -> list[bytes]:
+    """Eight encoded test images in five formats and several sizes (the export tests' images)."""
+    return sample_images()
 
 
 def _photo(height=90, width=130, seed=0) -> np.ndarray:
