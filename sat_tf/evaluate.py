@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from sat_tf.evaluation.report import write_report
     from sat_tf.evaluation.scoring import evaluate, prepare_split_features
-    from sat_tf.pipelines.dataset import FeatureError, load_manifest
+    from sat_tf.pipelines.manifest import FeatureError, load_manifest
     from sat_tf.pipelines.prepare import check_encoder, scenes_dir
     from sat_tf.presets import load_preset
     from sat_tf.training.workdir import load_captioner, load_ensemble

@@ -115,8 +115,9 @@ def run_layer_test(layer_cls, init_kwargs: dict, call_kwargs: dict, expected_out
     before = [np.array(w) for w in weights]
     keras.optimizers.SGD(0.1).apply([g if g is not None else tf.zeros_like(w) for g, w in zip(grads, weights)],
                                     weights)
-    changed = [not np.array_equal(b, np.array(w)) for b, w in zip(before, weights)]
-    assert any(changed), "a gradient step changed no weight"
+    unchanged = [w.path for b, w, g in zip(before, weights, grads)
+                 if g is not None and np.array_equal(b, np.array(w))]
+    assert not unchanged, f"a gradient step left {unchanged} unchanged"
     return layer
 
 

@@ -176,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=0, help="captions per minibatch (default: the work dir's)")
     args = p.parse_args(argv)
 
-    from sat_tf.pipelines.dataset import load_manifest, training_dataset
+    from sat_tf.pipelines.dataset import training_dataset
+    from sat_tf.pipelines.manifest import load_manifest
     from sat_tf.training.workdir import load_captioner
 
     try:

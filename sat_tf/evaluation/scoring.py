@@ -22,7 +22,8 @@ from sat_tf.files import write_json_atomic
 from sat_tf.metrics.attention_spread import attention_spread
 from sat_tf.metrics.coco_caption import CaptionScores, score_captions, write_coco_results
 from sat_tf.metrics.repetition import REPORTED_SIZES, repeat_rate
-from sat_tf.pipelines.dataset import evaluation_dataset, load_manifest
+from sat_tf.pipelines.dataset import evaluation_dataset
+from sat_tf.pipelines.manifest import load_manifest
 from sat_tf.pipelines.tfrecord import MIRRORED
 from sat_tf.text.vocabulary import Vocabulary
 

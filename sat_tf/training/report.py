@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from sat_tf.images.load import ImageError, load_image
-from sat_tf.pipelines.dataset import load_manifest
+from sat_tf.pipelines.manifest import load_manifest
 from sat_tf.visualize import save_attention_figure
 
 

@@ -47,11 +47,6 @@ def parse_tf_config(text: str | None = None) -> dict[str, Any]:
     return config
 
 
-def tf_config(workers: Sequence[str], index: int) -> str:
-    """The TF_CONFIG JSON of worker `index` of a cluster of `workers` ("host:port" each); worker 0 is chief."""
-    return json.dumps({"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": int(index)}})
-
-
 def make_strategy(name: str, *, devices: Sequence[str] | None = None, tpu: str | None = None
                   ) -> tf.distribute.Strategy:
     """Builds the tf.distribute strategy named on the command line (`--strategy`).

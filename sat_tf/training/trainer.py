@@ -38,7 +38,8 @@ import tensorflow as tf
 
 from sat_tf.config import DataConfig, ModelConfig, TrainConfig, load_config
 from sat_tf.evaluation.scoring import Evaluation, evaluate
-from sat_tf.pipelines.dataset import check_features, load_manifest, steps_per_epoch, training_dataset
+from sat_tf.pipelines.dataset import steps_per_epoch, training_dataset
+from sat_tf.pipelines.manifest import check_features, load_manifest
 from sat_tf.pipelines.prepare import prepare_features, scenes_dir
 from sat_tf.text.vocabulary import Vocabulary
 from sat_tf.training import workdir as wd

@@ -92,8 +92,13 @@ def test_beam_of_one_is_greedy():
 
 def test_max_length_stops_unfinished_hypotheses():
     out = _decode([0], beam_size=0, max_length=3)
-    assert out["tokens"].shape == (1, 3)
+    # Greedy on image 0 takes A (0.55), then A again (0.36 beats END 0.30) until the length runs out: no END.
+    np.testing.assert_array_equal(out["tokens"], [[A, A, A]])
     assert out["lengths"][0] == 3
+    np.testing.assert_allclose(out["log_probs"][0], np.log(0.55) + 2 * np.log(0.36), rtol=1e-4)
+    beams = _decode([0], beam_size=2, max_length=2)  # "B <end>" ends in time; the runner-up is cut at 2 tokens
+    np.testing.assert_array_equal(beams["tokens"][0, 0], [B, END])
+    assert beams["lengths"].numpy().tolist() == [[2, 2]] and END not in beams["tokens"][0, 1].numpy()
 
 
 def test_runs_inside_tf_function_with_dynamic_batch():
@@ -122,9 +127,10 @@ def test_sampling_draws_from_the_step_distribution_and_repeats_with_its_seed():
     # Second token given A: END 0.95; given B: END 0.5 (so some samples are longer than greedy's "A <end>").
     second = out["tokens"][:, 1].numpy()
     assert abs(np.mean(second[first == B] == END) - 0.5) < 0.1
-    # log_probs are the sampled captions' own log-probabilities
-    picked = np.where(first == A, np.log(0.9), np.log(0.1))
-    assert np.all(out["log_probs"].numpy() <= picked + 1e-5)
+    # log_probs are the sampled captions' own log-probabilities: the table's entries along each path
+    table, tokens, lengths = TABLE_EASY, out["tokens"].numpy(), out["lengths"].numpy()
+    want = [sum(table[a, b] for a, b in zip([START, *row[:n - 1]], row[:n])) for row, n in zip(tokens, lengths)]
+    np.testing.assert_allclose(out["log_probs"].numpy(), want, rtol=1e-4, atol=1e-5)
     again = greedy_search(_step_fn, [images], rows, 4, START, END, PAD, sample_seed=seed)
     np.testing.assert_array_equal(out["tokens"].numpy(), again["tokens"].numpy())
     other = greedy_search(_step_fn, [images], rows, 4, START, END, PAD, sample_seed=tf.constant([7, 12]))

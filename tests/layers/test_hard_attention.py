@@ -55,17 +55,22 @@ def test_inference_is_deterministic(mode):
     x = _inputs(3)
     first, second = layer(**x), layer(**x)
     np.testing.assert_array_equal(first["context"], second["context"])
+    if mode == "expected":  # the soft context: sum_l alpha_l a_l
+        want = np.einsum("bl,bld->bd", first["alpha"].numpy(), x["annotations"])
+        np.testing.assert_allclose(first["context"], want, rtol=1e-5, atol=1e-6)
     if mode == "argmax":
         np.testing.assert_array_equal(first["location"], np.argmax(first["alpha"], -1))
         np.testing.assert_array_equal(first["context"], x["annotations"][np.arange(B), first["location"].numpy()])
 
 
-def test_same_seed_same_samples():
+def test_same_seed_same_samples_another_seed_other_samples():
     layer = HardAttention(A, expected_context_prob=0.0)
-    x = _inputs(4)
+    x = _inputs(4, batch=64)
     a = layer(**x, training=True, seed=tf.constant([5, 6]))["location"]
     b = layer(**x, training=True, seed=tf.constant([5, 6]))["location"]
     np.testing.assert_array_equal(a, b)
+    c = layer(**x, training=True, seed=tf.constant([5, 7]))["location"]
+    assert np.mean(a.numpy() != c.numpy()) > 0.2  # 64 draws over 6 locations: a seed that is ignored fails here
 
 
 def test_unknown_inference_mode_is_refused():

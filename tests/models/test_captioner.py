@@ -55,11 +55,19 @@ def test_parameter_count_at_paper_sizes(preset, attention):
 
 
 @pytest.mark.parametrize("attention", ["soft", "hard"])
-def test_call_shapes_and_alpha_sums_to_one(attention):
-    out = _model(attention)({"annotations": _annotations(), "tokens": TOKENS})
+def test_call_shapes_alpha_sums_to_one_and_each_step_sees_only_earlier_words(attention):
+    model = _model(attention)
+    out = model({"annotations": _annotations(), "tokens": TOKENS})
     assert out["logits"].shape == (4, 5, V)
     assert out["alpha"].shape == (4, 5, L)
     np.testing.assert_allclose(tf.reduce_sum(out["alpha"], -1), np.ones((4, 5)), atol=1e-5)
+    # Step t is fed words 0..t: other words from position 3 on change steps 3.. and leave steps 0..2 as they were.
+    changed = TOKENS.copy()
+    changed[:, 3:] = 11
+    other = model({"annotations": _annotations(), "tokens": changed})
+    for name in ("logits", "alpha"):
+        np.testing.assert_allclose(other[name][:, :3], out[name][:, :3], rtol=1e-6, atol=1e-6, err_msg=name)
+    assert np.abs(other["logits"][:, 3:].numpy() - out["logits"][:, 3:].numpy()).max() > 1e-3
 
 
 def _loss_and_grads(model, annotations, tokens, training, seed=(3, 4)):
@@ -270,6 +278,13 @@ def test_sample_returns_k_draws_per_image_in_image_order(attention):
         assert out["location"].shape == (6, 6)
     again = model.sample(a, 3, max_length=6, seed=tf.constant([5, 6]))
     np.testing.assert_array_equal(out["tokens"], again["tokens"])
+    # draws, not copies: an untrained model's next word is spread over ~V words, so the K captions of an image
+    # differ, and another seed draws other captions
+    tokens = out["tokens"].numpy()
+    for b in range(2):
+        assert len({tuple(row) for row in tokens[b * 3:(b + 1) * 3]}) > 1, tokens
+    other = model.sample(a, 3, max_length=6, seed=tf.constant([5, 7]))["tokens"].numpy()
+    assert np.any(other != tokens)
     # rows b*K .. b*K + K-1 are image b's samples: they start from image b's initial state
     h0 = model.cell.initial_state(tf.constant(a))[0].numpy()  # (2, H)
     state, _ = model.decode_step_fn(a, 3)

@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from sat_tf.pipelines import extract as extract_module
 from sat_tf.pipelines import tfrecord
-from sat_tf.pipelines.dataset import (FeatureError, check_features, evaluation_dataset, load_manifest,
-                                      steps_per_epoch, training_dataset)
+from sat_tf.pipelines.dataset import evaluation_dataset, steps_per_epoch, training_dataset
 from sat_tf.pipelines.extract import extract_features
+from sat_tf.pipelines.manifest import FeatureError, check_features, load_manifest
 from tests.pipelines import helpers
 
 

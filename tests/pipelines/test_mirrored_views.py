@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from sat_tf.config import DataConfig
 from sat_tf.pipelines import tfrecord
-from sat_tf.pipelines.dataset import FeatureError, evaluation_dataset, steps_per_epoch, training_dataset
+from sat_tf.pipelines.dataset import evaluation_dataset, steps_per_epoch, training_dataset
+from sat_tf.pipelines.manifest import FeatureError
 from sat_tf.pipelines.extract import extract_features
 from tests.pipelines import helpers
 

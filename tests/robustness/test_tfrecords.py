@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sat_tf.pipelines.dataset import FeatureError, check_features, evaluation_dataset, load_manifest, training_dataset
+from sat_tf.pipelines.dataset import evaluation_dataset, training_dataset
+from sat_tf.pipelines.manifest import FeatureError, check_features, load_manifest
 from sat_tf.pipelines.extract import extract_features
 from tests.pipelines import helpers
 

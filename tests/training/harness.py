@@ -32,6 +32,11 @@ STEPS_PER_EPOCH = 3
 L, D, V, TOKENS = 4, 8, 40, 7  # TOKENS = T + 1
 
 
+def tf_config(workers: list[str], index: int) -> str:
+    """The TF_CONFIG JSON of worker `index` of a cluster of `workers` ("host:port" each); worker 0 is chief."""
+    return json.dumps({"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": int(index)}})
+
+
 def global_batches(uneven: bool = False, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """STEPS_PER_EPOCH global batches {"annotations": (G, L, D), "tokens": (G, T+1)} with mixed caption lengths.
 

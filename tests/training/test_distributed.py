@@ -124,7 +124,7 @@ def _baseline_updates(state: dict) -> float:
 
 
 def test_tf_config_is_checked_before_a_multi_worker_strategy_is_built(monkeypatch):
-    config = strategies.tf_config(["localhost:1", "localhost:2"], 1)
+    config = harness.tf_config(["localhost:1", "localhost:2"], 1)
     assert strategies.parse_tf_config(config)["task"] == {"type": "worker", "index": 1}
     for text, message in [("", "needs TF_CONFIG"), ("{not json", "not valid JSON"),
                           ('{"task": {"type": "worker", "index": 0}}', "no cluster.worker"),
@@ -281,7 +281,7 @@ def _start_workers(jobs: _Jobs, tmp_path: pathlib.Path, prefix: str, spec: dict,
         run = {**spec, "strategy": "multi_worker", "out": str(tmp_path / f"{prefix}_worker{index}.npz")}
         run.update((crash or {}).get(index, {}))
         name = f"{prefix}_worker{index}"
-        jobs.start(name, run, env={"TF_CONFIG": strategies.tf_config(workers, index), "TMPDIR": str(scratch)})
+        jobs.start(name, run, env={"TF_CONFIG": harness.tf_config(workers, index), "TMPDIR": str(scratch)})
         names.append(name)
     return names
 

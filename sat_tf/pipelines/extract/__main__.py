@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Iterable
 
-from sat_tf.config import DataConfig
+from sat_tf.config import DATASETS, DataConfig
 from sat_tf.pipelines.manifest import MANIFEST
 from sat_tf.pipelines.prepare import prepare_features
 
@@ -22,7 +22,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     """`python -m sat_tf.pipelines.extract`: read a dataset, build the vocabulary, extract features."""
     parser = argparse.ArgumentParser(prog="python -m sat_tf.pipelines.extract", description=main.__doc__)
     parser.add_argument("--dataset", required=True,
-                        choices=["scenes", "flickr8k", "coco", "karpathy", "imagefolder"])
+                        choices=DATASETS)
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--out", required=True, help="features directory (shards, manifest.json, vocab.txt)")
     parser.add_argument("--encoder", default=DataConfig.encoder)
