@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -21,6 +22,9 @@ def _batch(seed=0):
 
 
 def test_the_baseline_cuts_the_variance_and_the_expected_context_has_no_sampling_noise():
+    # Unseeded initializers draw from Keras' global generator: seeded here so the weights, and so the variances
+    # compared below, do not depend on the tests that ran before.
+    keras.utils.set_random_seed(3)
     model = Captioner(vocab_size=V, feature_dim=D, embedding_dim=16, units=16, attention_dim=16, dropout=0.0,
                       attention="hard", seed=3)
     batch = _batch()
@@ -34,8 +38,8 @@ def test_the_baseline_cuts_the_variance_and_the_expected_context_has_no_sampling
                           "reward-to-go, moving average", "reward-to-go, expected context",
                           "expected context (backprop)"}
     assert stats["caption, no baseline"].variance > 5 * stats["caption, moving average"].variance
-    # the expected-context reference removes most of what the moving average leaves; reward-to-go credits each
-    # location with fewer words' noise
+    # the expected-context reference removes part of what the moving average leaves (about a fifth here, 0-30%
+    # over other initial weights); reward-to-go credits each location with fewer words' noise
     assert stats["caption, expected context"].variance < stats["caption, moving average"].variance
     assert stats["reward-to-go, moving average"].variance < stats["caption, moving average"].variance
     # without dropout the expected context is deterministic: zero variance, infinite SNR
