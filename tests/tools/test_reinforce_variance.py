@@ -38,10 +38,14 @@ def test_the_baseline_cuts_the_variance_and_the_expected_context_has_no_sampling
                           "reward-to-go, moving average", "reward-to-go, expected context",
                           "expected context (backprop)"}
     assert stats["caption, no baseline"].variance > 5 * stats["caption, moving average"].variance
-    # the expected-context reference removes part of what the moving average leaves (about a fifth here, 0-30%
-    # over other initial weights); reward-to-go credits each location with fewer words' noise
-    assert stats["caption, expected context"].variance < stats["caption, moving average"].variance
-    assert stats["reward-to-go, moving average"].variance < stats["caption, moving average"].variance
+    # every sampling estimator is measured for real: a positive variance of one draw (whether the expected-context
+    # reference or reward-to-go lowers it depends on the weights: 0-30% over initial weights here, none on a
+    # trained Flickr8k model, docs/results.md), and with a baseline far below the no-baseline estimator's
+    sampling = [name for name in stats if name != "expected context (backprop)"]
+    assert all(stats[name].variance > 0 and np.isfinite(stats[name].snr) for name in sampling)
+    for name in sampling:
+        if name != "caption, no baseline":
+            assert stats["caption, no baseline"].variance > 2 * stats[name].variance, name
     # without dropout the expected context is deterministic: zero variance, infinite SNR
     backprop = stats["expected context (backprop)"]
     assert backprop.variance < 1e-8 * backprop.mean_norm ** 2
