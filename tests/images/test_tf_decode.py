@@ -139,19 +139,11 @@ def test_max_pixels_guard_reads_every_format_header():
 def test_corrupted_files_raise_invalid_argument_and_never_crash_the_process():
     """Flipped bytes, truncations and garbage after a valid signature, for every format (a server must survive)."""
     rng = np.random.RandomState(0)
-    valid = [encode_image(_photo(40, 50, seed=3), fmt, **kwargs) for fmt, kwargs in
-             [("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {}), ("WEBP", {"lossless": True})]]
+    valid = _valid_encodings()
     decode = tf.function(lambda x: decode_images(x, 32))
     outcomes = {"decoded": 0, "refused": 0}
     for i in range(120):
-        data = bytearray(valid[i % len(valid)])
-        if i % 3 == 0:
-            for _ in range(rng.randint(1, 20)):
-                data[rng.randint(0, len(data))] = rng.randint(0, 256)
-        elif i % 3 == 1:
-            data = data[:rng.randint(1, len(data))]
-        else:
-            data = data[:16] + bytearray(rng.randint(0, 256, rng.randint(0, 3000)).astype(np.uint8).tobytes())
+        data = _mangled(valid[i % len(valid)], i, rng)
         try:
             assert decode(tf.constant([bytes(data)])).shape == (1, 32, 32, 3)
             outcomes["decoded"] += 1
@@ -212,18 +204,10 @@ def test_decode_rows_fails_exactly_the_rows_decode_image_refuses():
     """Flipped bytes, truncations and garbage after a valid signature in one batch: never an exception, and a row
     fails exactly where the strict decoder refuses the same bytes alone."""
     rng = np.random.RandomState(1)
-    valid = [encode_image(_photo(40, 50, seed=3), fmt, **kwargs) for fmt, kwargs in
-             [("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {}), ("WEBP", {"lossless": True})]]
+    valid = _valid_encodings()
     batch = []
     for i in range(48):
-        data = bytearray(valid[i % len(valid)])
-        if i % 3 == 0:
-            for _ in range(rng.randint(1, 20)):
-                data[rng.randint(0, len(data))] = rng.randint(0, 256)
-        elif i % 3 == 1:
-            data = data[:rng.randint(1, len(data))]
-        else:
-            data = data[:16] + bytearray(rng.randint(0, 256, rng.randint(0, 3000)).astype(np.uint8).tobytes())
+        data = _mangled(valid[i % len(valid)], i, rng)
         batch.append(bytes(data))
     out = tf.function(lambda x: decode_rows(x, [32]))(tf.constant(batch))
     refused = []
@@ -237,3 +221,22 @@ def test_decode_rows_fails_exactly_the_rows_decode_image_refuses():
         assert i in out.rows.numpy(), (i, out.errors.numpy()[i])
         np.testing.assert_array_equal(out.images[0][list(out.rows.numpy()).index(i)].numpy(), pixels)
     assert sorted(set(range(len(batch))) - set(out.rows.numpy())) == refused and len(refused) > 10
+
+
+def _valid_encodings():
+    """One 40x50 photo in every format the decoder takes."""
+    return [encode_image(_photo(40, 50, seed=3), fmt, **kwargs) for fmt, kwargs in
+            [("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {}), ("WEBP", {"lossless": True})]]
+
+
+def _mangled(valid: bytes, i: int, rng) -> bytearray:
+    """Case i % 3 of a damaged file: flipped bytes, a truncation, or garbage after the first 16 bytes."""
+    data = bytearray(valid)
+    if i % 3 == 0:
+        for _ in range(rng.randint(1, 20)):
+            data[rng.randint(0, len(data))] = rng.randint(0, 256)
+    elif i % 3 == 1:
+        data = data[:rng.randint(1, len(data))]
+    else:
+        data = data[:16] + bytearray(rng.randint(0, 256, rng.randint(0, 3000)).astype(np.uint8).tobytes())
+    return data
